@@ -1,0 +1,59 @@
+# gud-book: `make book` builds the book, `make test` runs the tests (both create .venv first).
+# GUD_PROFILE (ci | gpu | paper) is passed through to notebooks: `make book GUD_PROFILE=gpu`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.PHONY: help env test test-html book bench clean
+
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+PY := $(BIN)/python
+GUD_PROFILE ?= ci
+export GUD_PROFILE
+export PATH := $(BIN):$(PATH)
+# torch goes in first: the CPU build where its wheel lies on this machine's disk
+# (pip's find-links), the default build elsewhere. Override with `make env TORCH=...`.
+TORCH ?= $(if $(wildcard /opt/wheels/torch-2.13.0*),torch==2.13.0,torch)
+STAMP := $(VENV)/.gud-installed
+NOTEBOOKS := $(wildcard book/*.ipynb)
+
+help:
+	@echo "make env        create $(VENV) and install gud with the book and test extras"
+	@echo "make test       unit tests, then the notebooks under nbval (GUD_PROFILE=$(GUD_PROFILE))"
+	@echo "make book       build the Jupyter Book into _build/html (GUD_PROFILE=$(GUD_PROFILE))"
+	@echo "make test-html  render the built book in headless Chromium (needs chromium)"
+	@echo "make bench      run benchmarks/bench_*.py"
+	@echo "make clean      remove _build and recomputable ci results"
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[book,test]"
+	@touch $@
+
+test: env
+	$(PY) -m pytest -q tests --ignore=tests/html
+ifneq ($(NOTEBOOKS),)
+	$(PY) -m pytest -q --nbval --nbval-sanitize-with book/sanitize.cfg $(NOTEBOOKS) \
+		|| { rc=$$?; [ $$rc -eq 5 ] && echo "nbval: no code cells to check"; [ $$rc -eq 5 ]; }
+endif
+
+test-html: env
+	$(PY) -m pytest -q tests/html
+
+# The execution cache does not know GUD_PROFILE: a build for another profile starts afresh.
+book: env
+	@if [ -f _build/.gud-profile ] && [ "$$(cat _build/.gud-profile)" != "$(GUD_PROFILE)" ]; then \
+		echo "GUD_PROFILE changed to $(GUD_PROFILE): removing _build"; rm -rf _build; fi
+	@mkdir -p _build && echo "$(GUD_PROFILE)" > _build/.gud-profile
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+bench: env
+	@shopt -s nullglob; files=(benchmarks/bench_*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks yet"; fi; \
+	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f" || exit 1; done
+
+clean:
+	rm -rf _build
+	rm -rf results/*/ci

@@ -1,0 +1,288 @@
+"""Results store keyed by experiment, profile and a hash of the configuration.
+
+A result lives in ``results/<experiment>/<profile>/<hash>/`` as ``config.json``,
+``metrics.json``, ``info.json`` (versions, time), ``arrays.npz`` (never pickled) and
+optional ``<figure>.png`` files. ``<hash>`` is the first 12 hex digits of the sha256 of the
+canonical JSON of the configuration (sorted keys, no spaces). Writes go to a temporary
+folder that is renamed into place, so a failed save leaves nothing behind.
+
+Results of the ``ci`` profile are recomputed by CI (ignored by git); ``gpu`` and ``paper``
+results are committed, and a book built with ``GUD_PROFILE=gpu`` reads them with
+:meth:`ResultsStore.require` or :meth:`ResultsStore.cached`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Result",
+    "ResultNotFoundError",
+    "ResultsStore",
+    "canonical_json",
+    "config_hash",
+    "save_figure",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+HASH_LEN = 12
+
+
+class ResultNotFoundError(FileNotFoundError):
+    """No stored result matches the experiment, profile and configuration."""
+
+
+def _plain(obj: Any) -> Any:
+    """Turn numpy / torch scalars and arrays, tuples and paths into JSON-able Python values."""
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"configuration keys must be strings, got {k!r}")
+            out[k] = _plain(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, bool, int, float)) or obj is None:
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # torch.Tensor without importing torch
+        return obj.detach().cpu().tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} {obj!r} as JSON")
+
+
+def canonical_json(config: Mapping[str, Any]) -> str:
+    """Canonical JSON of a configuration: sorted keys, compact separators, ASCII, no NaN."""
+    return json.dumps(_plain(config), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Short (12 hex digits) sha256 of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:HASH_LEN]
+
+
+def _dump(obj: Any, path: Path) -> None:
+    with open(path, "w") as f:
+        json.dump(_plain(obj), f, indent=2, sort_keys=True, allow_nan=True)
+        f.write("\n")
+
+
+def _git_commit() -> str | None:
+    head = REPO / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            return (REPO / ".git" / ref[5:]).read_text().strip()
+        return ref
+    except OSError:
+        return None
+
+
+@dataclass
+class Result:
+    """A stored result: configuration, scalar metrics and named arrays."""
+
+    experiment: str
+    profile: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        """A metric, else an array, by name."""
+        if name in self.metrics:
+            return self.metrics[name]
+        return self.arrays[name]
+
+
+class ResultsStore:
+    """Results under ``root`` (default ``<repo>/results``, or env ``GUD_RESULTS``)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        env = os.environ.get("GUD_RESULTS")
+        self.root = Path(root) if root is not None else Path(env) if env else REPO / "results"
+
+    def key(self, experiment: str, profile: str, config: Mapping[str, Any]) -> str:
+        """The configuration hash that names the result's folder."""
+        return config_hash(config)
+
+    def path(self, experiment: str, profile: str, config: Mapping[str, Any]) -> Path:
+        return self.root / experiment / profile / self.key(experiment, profile, config)
+
+    def _show(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root.parent))
+        except ValueError:
+            return str(path)
+
+    def save(
+        self,
+        experiment: str,
+        profile: str,
+        config: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        arrays: Mapping[str, Any] | None = None,
+        figures: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> Result:
+        """Store a result atomically (temporary folder, then rename), replacing an older one."""
+        final = self.path(experiment, profile, config)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        plain_arrays: dict[str, np.ndarray] = {}
+        for name, a in (arrays or {}).items():
+            a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+            if a.dtype.hasobject:
+                raise TypeError(f"array {name!r} has dtype object: it cannot be stored without pickle")
+            plain_arrays[name] = a
+        full_info = {
+            "experiment": experiment,
+            "profile": profile,
+            "hash": final.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "git_commit": _git_commit(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+            **dict(info or {}),
+        }
+        try:
+            import torch
+
+            full_info.setdefault("torch", torch.__version__)
+        except ImportError:  # pragma: no cover
+            pass
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+        try:
+            (tmp / "config.json").write_text(canonical_json(config) + "\n")
+            _dump(metrics, tmp / "metrics.json")
+            _dump(full_info, tmp / "info.json")
+            with open(tmp / "arrays.npz", "wb") as f:
+                np.savez_compressed(f, **plain_arrays)
+            for name, fig in (figures or {}).items():
+                fig.savefig(tmp / f"{name}.png", dpi=120, bbox_inches="tight")
+            os.chmod(tmp, 0o755)
+            old = None
+            if final.exists():
+                old = final.with_name(f".old-{final.name}-{os.getpid()}")
+                os.replace(final, old)
+            os.replace(tmp, final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Result(
+            experiment, profile, json.loads(canonical_json(config)), json.loads(json.dumps(_plain(metrics))),
+            plain_arrays, full_info, final,
+        )  # fmt: skip
+
+    def load(self, experiment: str, profile: str, config: Mapping[str, Any]) -> Result | None:
+        """The stored result for this configuration, or None. Never unpickles."""
+        path = self.path(experiment, profile, config)
+        if not (path / "config.json").exists():
+            return None
+        stored = json.loads((path / "config.json").read_text())
+        if canonical_json(stored) != canonical_json(config):  # hash collision or hand-edited
+            return None
+        metrics = json.loads((path / "metrics.json").read_text())
+        info_file = path / "info.json"
+        info = json.loads(info_file.read_text()) if info_file.exists() else {}
+        arrays = {}
+        if (path / "arrays.npz").exists():
+            with np.load(path / "arrays.npz", allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        return Result(experiment, profile, stored, metrics, arrays, info, path)
+
+    def require(self, experiment: str, profile: str, config: Mapping[str, Any]) -> Result:
+        """Like :meth:`load`, but a missing result raises :class:`ResultNotFoundError`."""
+        result = self.load(experiment, profile, config)
+        if result is None:
+            path = self.path(experiment, profile, config)
+            raise ResultNotFoundError(
+                f"no stored result for experiment {experiment!r}, profile {profile!r}, "
+                f"configuration hash {path.name} (looked in {path}). Compute it by running the "
+                f"notebook with GUD_PROFILE={profile} on a machine that can (a GPU for 'gpu' and "
+                "'paper'), then commit the folder; or build the book with GUD_PROFILE=ci."
+            )
+        return result
+
+    def cached(
+        self,
+        experiment: str,
+        profile: str,
+        config: Mapping[str, Any],
+        compute_fn: Callable[[], Any],
+        *,
+        recompute: bool = False,
+        allow_compute: bool = True,
+    ) -> Result:
+        """Load the matching result if stored, else run ``compute_fn()``, save and return it.
+
+        Prints ``loaded stored result <path>`` or ``computed and stored result <path>``
+        (``book/sanitize.cfg`` makes the two compare equal under nbval).
+
+        ``compute_fn`` returns a metrics dict, or ``(metrics, arrays)``, or
+        ``(metrics, arrays, figures)``. ``allow_compute=False`` turns a miss into
+        :class:`ResultNotFoundError` (for books built from committed results).
+        """
+        if not recompute:
+            result = self.load(experiment, profile, config)
+            if result is not None:
+                print(f"loaded stored result {self._show(result.path)}")
+                return result
+        if not allow_compute:
+            return self.require(experiment, profile, config)
+        out = compute_fn()
+        parts = out if isinstance(out, tuple) else (out,)
+        if not 1 <= len(parts) <= 3 or not isinstance(parts[0], Mapping):
+            raise TypeError("compute_fn must return metrics, (metrics, arrays) or (metrics, arrays, figures)")
+        result = self.save(experiment, profile, config, *parts)
+        print(f"computed and stored result {self._show(result.path)}")
+        return result
+
+
+def save_figure(fig: Any, name: str, directory: str | os.PathLike | None = None, dpi: int = 150) -> Path:
+    """Save ``fig`` as ``book/figures/<name>.png`` and ``.pdf`` (stable, citable names).
+
+    Returns the PNG path. The PDF carries no creation date, so reruns are byte-stable.
+    """
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"figure name {name!r} must be a plain file stem")
+    out = Path(directory) if directory is not None else REPO / "book" / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    png, pdf = out / f"{name}.png", out / f"{name}.pdf"
+    for path, kwargs in (
+        (png, {"dpi": dpi, "metadata": {"Software": None}}),
+        (pdf, {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}}),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}-", suffix=path.suffix)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, bbox_inches="tight", format=path.suffix[1:], **kwargs)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    return png
+
