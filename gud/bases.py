@@ -70,11 +70,11 @@ class Basis(nn.Module):
     # --- public API -----------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - documented in class
         """Components ``c = U x`` of flat data ``x [..., D]``."""
-        return self._apply(x, self._forward)
+        return self._on_last_axis(x, self._forward)
 
     def inverse(self, c: Tensor) -> Tensor:
         """Data ``x = U^T c`` from components ``c [..., D]``."""
-        return self._apply(c, self._inverse)
+        return self._on_last_axis(c, self._inverse)
 
     def matrix(self, dtype: torch.dtype = torch.float64) -> Tensor:
         """The dense matrix ``U [D, D]`` (rows are basis vectors).  For tests and
@@ -91,7 +91,7 @@ class Basis(nn.Module):
             return b.device
         return torch.device("cpu")
 
-    def _apply(self, x: Tensor, fn) -> Tensor:
+    def _on_last_axis(self, x: Tensor, fn) -> Tensor:
         if not torch.is_tensor(x):
             raise TypeError(f"{self.name} basis expects a torch.Tensor, got {type(x).__name__}")
         if x.shape[-1:] != (self.dim,):

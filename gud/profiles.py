@@ -12,6 +12,7 @@ Choose with the environment variable ``GUD_PROFILE`` (default ``ci``).
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 from typing import Any
@@ -34,96 +35,9 @@ PROFILES: dict[str, str] = {
     "paper": "the paper's scale where known (e.g. 300k training steps); days of GPU time",
 }
 
-# Placeholders, filled by the chapter authors: every number the book shows comes from one
-# of these dicts, so keep every setting here rather than in the notebook. Fields:
-# dataset, image size, basis, training steps, batch size, seeds, network widths, ...
-EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
-    "framework": {
-        "ci": {"dataset": "digits", "image_size": 8, "seed": 0},
-        "gpu": {"dataset": "cifar10", "image_size": 32, "seed": 0},
-        "paper": {"dataset": "cifar10", "image_size": 32, "seed": 0},
-    },
-    "toy": {  # Gaussian toy data: exact oracle, no training
-        "ci": {"dim": 16, "n_samples": 2000, "sampler_steps": 100, "softness": [0.0, 0.5, 1.0, 2.0, 8.0], "seed": 0},
-        "gpu": {"dim": 64, "n_samples": 20000, "sampler_steps": 200, "softness": [0.0, 0.5, 1.0, 2.0, 8.0], "seed": 0},
-        "paper": {"dim": 64, "n_samples": 50000, "sampler_steps": 500, "softness": [0.0, 0.5, 1.0, 2.0, 8.0], "seed": 0},
-    },
-    "e1": {  # PCA basis, softness sweep x prior
-        "ci": {
-            "dataset": "digits", "image_size": 8, "basis": "pca", "priors": ["whitened", "unwhitened"],
-            "a_train": [0.4, 1.6], "a_eval": [0.4, 0.7, 1.0, 1.3, 1.6],
-            "net": "mlp", "width": 256, "depth": 3, "train_steps": 2000, "batch_size": 128, "lr": 1e-3,
-            "sampler_steps": 100, "n_samples": 500, "seeds": [0],
-        },
-        "gpu": {
-            "dataset": "cifar10", "image_size": 32, "basis": "pca", "priors": ["whitened", "unwhitened"],
-            "a_train": [0.4, 1.6], "a_eval": [0.4, 0.7, 1.0, 1.3, 1.6],
-            "net": "unet", "channels": 64, "channel_mult": [1, 2, 2], "train_steps": 50000,
-            "batch_size": 128, "lr": 2e-4, "sampler_steps": 100, "n_samples": 10000, "seeds": [0, 1],
-        },
-        "paper": {
-            "dataset": "cifar10", "image_size": 32, "basis": "pca", "priors": ["whitened", "unwhitened"],
-            "a_train": [0.4, 1.6], "a_eval": [0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6],
-            "net": "unet", "channels": 128, "channel_mult": [1, 2, 2, 2], "train_steps": 300000,
-            "batch_size": 128, "lr": 2e-4, "sampler_steps": 100, "n_samples": 50000, "seeds": [0, 1, 2],
-        },
-    },
-    "e2": {  # Fourier basis sweep over a and r
-        "ci": {
-            "dataset": "digits", "image_size": 8, "basis": "fourier", "a_train": [0.4, 1.6], "r_train": [0.0, 1.0],
-            "net": "mlp", "width": 256, "depth": 3, "train_steps": 2000, "batch_size": 128, "lr": 1e-3,
-            "sampler_steps": 100, "n_samples": 500, "seeds": [0],
-        },
-        "gpu": {
-            "dataset": "cifar10", "image_size": 32, "basis": "fourier", "a_train": [0.4, 1.6], "r_train": [0.0, 1.0],
-            "net": "unet", "channels": 64, "channel_mult": [1, 2, 2], "train_steps": 50000, "batch_size": 128,
-            "lr": 2e-4, "sampler_steps": 100, "n_samples": 10000, "seeds": [0, 1],
-        },
-        "paper": {
-            "dataset": "cifar10", "image_size": 32, "basis": "fourier", "a_train": [0.4, 1.6], "r_train": [0.0, 1.0],
-            "net": "unet", "channels": 128, "channel_mult": [1, 2, 2, 2], "train_steps": 300000, "batch_size": 128,
-            "lr": 2e-4, "sampler_steps": 100, "n_samples": 50000, "seeds": [0, 1, 2],
-        },
-    },
-    "e3": {  # forward-process illustration, no training
-        "ci": {"dataset": "digits", "image_size": 8, "image_index": 0, "times": [0.0, 0.25, 0.5, 0.75, 1.0], "seed": 0},
-        "gpu": {"dataset": "cifar10", "image_size": 32, "image_index": 0, "times": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "seed": 0},
-        "paper": {"dataset": "cifar10", "image_size": 32, "image_index": 0, "times": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "seed": 0},
-    },
-    "e4": {  # column-wise soft conditioning in pixel space, image extension
-        "ci": {
-            "dataset": "digits", "image_size": 8, "basis": "pixel", "labels": "column", "b": [0.3, 0.5],
-            "net": "mlp", "width": 256, "depth": 3, "train_steps": 2000, "batch_size": 128, "lr": 1e-3,
-            "extend_columns": 8, "seeds": [0],
-        },
-        "gpu": {
-            "dataset": "pcam", "image_size": 32, "basis": "pixel", "labels": "column", "b": [0.3, 0.5],
-            "net": "unet", "channels": 64, "channel_mult": [1, 2, 2], "train_steps": 50000, "batch_size": 128,
-            "lr": 2e-4, "extend_columns": 64, "seeds": [0],
-        },
-        "paper": {
-            "dataset": "pcam", "image_size": 32, "basis": "pixel", "labels": "column", "b": [0.3, 0.5],
-            "net": "unet", "channels": 128, "channel_mult": [1, 2, 2, 2], "train_steps": 300000, "batch_size": 128,
-            "lr": 2e-4, "extend_columns": 96, "seeds": [0],
-        },
-    },
-    "e5": {  # Haar wavelet levels x columns
-        "ci": {
-            "dataset": "digits", "image_size": 8, "basis": "wavelet", "levels": 2, "a": [0.5, 1.0], "b": [0.3, 0.5],
-            "net": "mlp", "width": 256, "depth": 3, "train_steps": 2000, "batch_size": 128, "lr": 1e-3, "seeds": [0],
-        },
-        "gpu": {
-            "dataset": "cifar10", "image_size": 32, "basis": "wavelet", "levels": 3, "a": [0.5, 1.0], "b": [0.3, 0.5],
-            "net": "unet", "channels": 64, "channel_mult": [1, 2, 2], "train_steps": 50000, "batch_size": 128,
-            "lr": 2e-4, "seeds": [0],
-        },
-        "paper": {
-            "dataset": "cifar10", "image_size": 32, "basis": "wavelet", "levels": 3, "a": [0.5, 1.0], "b": [0.3, 0.5],
-            "net": "unet", "channels": 128, "channel_mult": [1, 2, 2, 2], "train_steps": 300000, "batch_size": 128,
-            "lr": 2e-4, "seeds": [0],
-        },
-    },
-}  # fmt: skip
+# The configuration of each experiment lives in gud/experiments/<id>.py as CONFIGS = {profile: dict}:
+# every number a chapter shows comes from there, not from numbers scattered through cells.
+EXPERIMENTS: tuple[str, ...] = ("framework", "toy", "e1", "e2", "e3", "e4", "e5")
 
 
 def current_profile() -> str:
@@ -152,9 +66,10 @@ def experiment_config(experiment: str, profile: str | None = None) -> dict[str, 
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
     profile = current_profile() if profile is None else profile
-    if profile not in EXPERIMENTS[experiment]:
-        raise ValueError(f"experiment {experiment!r} has no {profile!r} profile; known: {', '.join(EXPERIMENTS[experiment])}")
-    return copy.deepcopy(EXPERIMENTS[experiment][profile])
+    configs = importlib.import_module(f"gud.experiments.{experiment}").CONFIGS
+    if profile not in configs:
+        raise ValueError(f"experiment {experiment!r} has no {profile!r} profile; known: {', '.join(configs)}")
+    return copy.deepcopy(configs[profile])
 
 
 def print_config(experiment: str, profile: str | None = None) -> dict[str, Any]:

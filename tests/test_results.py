@@ -133,14 +133,13 @@ def test_profiles(monkeypatch):
     with pytest.raises(ValueError, match="ci"):
         current_profile()
     assert set(EXPERIMENTS) == {"framework", "e1", "e2", "e3", "e4", "e5", "toy"}
-    for exp, profiles in EXPERIMENTS.items():
-        assert set(profiles) == {"ci", "gpu", "paper"}
-        for profile, config in profiles.items():
+    for exp in EXPERIMENTS:
+        for profile in ("ci", "gpu", "paper"):
+            config = experiment_config(exp, profile)
             canonical_json(config)  # every configuration can be hashed
-            assert experiment_config(exp, profile) == config
     cfg = experiment_config("e1", "ci")
-    cfg["train_steps"] = -1
-    assert EXPERIMENTS["e1"]["ci"]["train_steps"] != -1  # a deep copy
+    cfg["__probe__"] = -1
+    assert "__probe__" not in experiment_config("e1", "ci")  # a deep copy
     with pytest.raises(ValueError):
         experiment_config("e9", "ci")
     assert device().type in ("cpu", "cuda")
