@@ -14,7 +14,7 @@ is :math:`\gamma_i(t) = \log(\sigma_i^2/\alpha_i^2)`; everything else derives fr
 with :math:`v_i = \Sigma_i/s_i^2` the data variance of the whitened component
 (``prior.log_var``).  Shape rule: ``t [B]`` and parameters ``[B, K]`` give
 ``gamma [B, D]``.  :math:`d\gamma/dt` is computed by forward-mode autodiff of
-``gamma`` (``torch.func.jvp``), so clipped schedules get the exact (zero) rate
+``gamma`` (``torch.autograd.forward_ad``), so clipped schedules get the exact (zero) rate
 where they are flat.
 
 Schedules here: scalar :class:`LinearSchedule` (VDM), :class:`CosineSchedule`,
@@ -25,10 +25,12 @@ Schedules here: scalar :class:`LinearSchedule` (VDM), :class:`CosineSchedule`,
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 __all__ = [
@@ -94,8 +96,14 @@ class Schedule:
     def state(self, t: Tensor, params: Tensor | None = None) -> NoiseState:
         """Gamma and its exact time derivative (forward-mode autodiff)."""
         t = _check_t(t)
-        g, g_dot = torch.func.jvp(lambda tt: self.gamma(tt, params), (t,), (torch.ones_like(t),))
-        return NoiseState(g, g_dot)
+        with warnings.catch_warnings(), fwAD.dual_level():
+            # torch loads its forward-AD decompositions with torch.jit.script on first use
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+            g_dual = self.gamma(fwAD.make_dual(t, torch.ones_like(t)), params)
+            g, g_dot = fwAD.unpack_dual(g_dual)
+        if g_dot is None:  # gamma does not depend on t
+            g_dot = torch.zeros_like(g)
+        return NoiseState(g, g_dot.expand_as(g))
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:
         return None

@@ -1,0 +1,519 @@
+r"""Exact Gaussian toy model of GUD: decision times, conditional structure, exact sampler
+moments and the exact ELBO gap.
+
+Data are a stationary 1-D Gaussian process on ``D`` points, ``x ~ N(0, K_x)``, seen as a
+``1 x D`` image.  In whitened components :math:`y_0 \sim \mathcal N(m, K)` and
+:math:`y_t = \alpha\odot y_0 + \sigma\odot\varepsilon`, so everything is linear-Gaussian:
+
+* the posterior covariance :math:`\mathrm{Cov}[y_0\mid y_t] = K - K A C_t^{-1} A K` with
+  :math:`A = \mathrm{diag}(\alpha)`, :math:`C_t = AKA + \mathrm{diag}(\sigma^2)`
+  (:func:`posterior_cov`); its diagonal gives the *decision time* of each component
+  (:func:`decision_times`);
+* every sampler of :mod:`gud.samplers` driven by the exact denoiser
+  :class:`gud.oracle.GaussianOracle` is an affine map plus Gaussian noise per step, so
+  the law of its output is Gaussian and its mean and covariance can be propagated
+  exactly (:func:`propagate_moments`), without Monte-Carlo error;
+* with the exact denoiser the expected ELBO exceeds the exact NLL by exactly
+  :math:`\mathrm{KL}(q(y_1)\,\|\,\mathcal N(0, I))` plus the expected KL of the
+  Gaussian decoder from the true posterior at t = 0 (:func:`elbo_gap`).
+
+Shapes follow CONTRIBUTING.md: ``gamma [T, D]``, covariances ``[D, D]`` (float64).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .bases import PixelBasis
+from .oracle import GaussianOracle
+from .prior import Prior
+from .samplers import sample, time_grid
+from .schedules import NoiseState, Schedule, SoftConditioningSchedule, alpha_sigma
+
+__all__ = [
+    "Toy",
+    "make_toy",
+    "stationary_covariance",
+    "gaussian_kl",
+    "empirical_kl",
+    "empirical_kl_floor",
+    "posterior_cov",
+    "conditional_variance",
+    "decision_times",
+    "propagate_moments",
+    "marginal_moments",
+    "prior_mismatch",
+    "elbo_gap",
+    "expected_elbo",
+    "gaussian_entropy",
+    "TrajectoryRecorder",
+    "compute_structure",
+    "compute_sampling",
+    "compute_elbo",
+]
+
+
+def stationary_covariance(d: int, kernel: str = "ou", length: float = 2.0,
+                          variance: float = 1.0) -> Tensor:
+    r"""Covariance ``[d, d]`` of a stationary process on the points ``0 .. d-1``.
+
+    ``kernel="ou"``: Ornstein-Uhlenbeck / AR(1), :math:`k(r) = v\,e^{-|r|/\ell}` (Markov: the
+    conditional variance given the whole past is :math:`v(1-\rho^2)`, :math:`\rho = e^{-1/\ell}`);
+    ``kernel="se"``: squared exponential :math:`v\,e^{-r^2/(2\ell^2)}` (smooth, ill-conditioned
+    for large :math:`\ell`; a jitter of ``1e-6 v`` is added to the diagonal).
+    """
+    if d < 1 or length <= 0 or variance <= 0:
+        raise ValueError(f"need d >= 1, length > 0, variance > 0; got {d}, {length}, {variance}")
+    r = torch.arange(d, dtype=torch.float64)
+    r = (r[:, None] - r[None, :]).abs()
+    if kernel == "ou":
+        return variance * torch.exp(-r / length)
+    if kernel == "se":
+        return variance * (torch.exp(-0.5 * (r / length) ** 2) + 1e-6 * torch.eye(d, dtype=torch.float64))
+    raise ValueError(f"unknown kernel {kernel!r}; choose 'ou' or 'se'")
+
+
+@dataclass
+class Toy:
+    """The toy problem in one prior: data law ``N(0, cov_x)`` (pixel space), the prior, and
+    the exact denoiser in its whitened components."""
+
+    cov_x: Tensor  # [D, D]
+    prior: Prior
+    oracle: GaussianOracle
+    labels: Tensor  # [D] ordering labels: the position 0 .. D-1 (left to right)
+
+    def schedule(self, a: float, gamma_denoise: float = -7.0, gamma_noise: float = 3.0) -> SoftConditioningSchedule:
+        """GUD's soft-conditioning schedule with inverse softness ``a`` and position labels."""
+        return SoftConditioningSchedule(self.labels, self.prior.log_var, a=a,
+                                        gamma_denoise=gamma_denoise, gamma_noise=gamma_noise)
+
+
+def make_toy(d: int, kernel: str = "ou", length: float = 2.0, variance: float = 1.0,
+             whitened: bool = True) -> Toy:
+    """A stationary process on ``d`` points as a ``1 x d`` image in the pixel basis, with the
+    exact prior (zero mean, the process variance per pixel), whitened or not."""
+    cov_x = stationary_covariance(d, kernel, length, variance)
+    basis = PixelBasis((1, 1, d))
+    prior = Prior(basis, torch.zeros(d, dtype=torch.float64), cov_x.diagonal().clone(), whitened)
+    oracle = GaussianOracle.from_data(torch.zeros(d, dtype=torch.float64), cov_x, prior)
+    return Toy(cov_x, prior, oracle, basis.meta["col"].to(torch.float64))
+
+
+def gaussian_kl(m0: Tensor, c0: Tensor, m1: Tensor, c1: Tensor) -> float:
+    r""":math:`\mathrm{KL}(\mathcal N(m_0, C_0)\,\|\,\mathcal N(m_1, C_1))` in nats (float64)."""
+    m0, c0, m1, c1 = (torch.as_tensor(v, dtype=torch.float64) for v in (m0, c0, m1, c1))
+    d = m0.shape[-1]
+    l1 = torch.linalg.cholesky(c1)
+    l0 = torch.linalg.cholesky(c0)
+    a = torch.linalg.solve_triangular(l1, l0, upper=False)  # L1^-1 L0
+    z = torch.linalg.solve_triangular(l1, (m1 - m0)[:, None], upper=False)[:, 0]
+    logdet = 2 * (torch.log(torch.diagonal(l1)).sum() - torch.log(torch.diagonal(l0)).sum())
+    return float(0.5 * ((a ** 2).sum() + (z ** 2).sum() - d + logdet))
+
+
+def empirical_kl(mean: Tensor, cov: Tensor, samples: Tensor) -> float:
+    r""":math:`\mathrm{KL}(\mathcal N(\text{mean}, \text{cov})\,\|\,\mathcal N(\hat m, \hat C))` with the
+    sample mean and (unbiased) covariance of ``samples [n, D]``."""
+    s = torch.as_tensor(samples, dtype=torch.float64)
+    return gaussian_kl(mean, cov, s.mean(0), torch.cov(s.T))
+
+
+def empirical_kl_floor(d: int, n: int) -> float:
+    r"""Leading-order expectation :math:`D(D+3)/(4n)` of :func:`empirical_kl` when the
+    samples *are* exact draws: the statistical floor of the estimate."""
+    return d * (d + 3) / (4 * n)
+
+
+def _as_state(schedule: Schedule, t: Tensor | float, params=None) -> NoiseState:
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    st = schedule.state(t, params)
+    return NoiseState(st.gamma.to(torch.float64), st.gamma_dot.to(torch.float64))
+
+
+def posterior_cov(cov: Tensor, gamma: Tensor) -> Tensor:
+    r""":math:`\mathrm{Cov}[y_0\mid y_t]` ``[T, D, D]`` for ``gamma [T, D]`` and ``y_0 ~ N(., cov)``."""
+    k = torch.as_tensor(cov, dtype=torch.float64)
+    alpha, sigma = alpha_sigma(torch.as_tensor(gamma, dtype=torch.float64))
+    ak = alpha[:, :, None] * k  # A K  [T, D, D]
+    c = ak * alpha[:, None, :] + torch.diag_embed(sigma ** 2)
+    sol = torch.cholesky_solve(ak, torch.linalg.cholesky(c))  # C^-1 A K
+    out = k - ak.transpose(-1, -2) @ sol
+    return 0.5 * (out + out.transpose(-1, -2))
+
+
+def conditional_variance(cov: Tensor, gamma: Tensor, k: int, observed: Tensor) -> Tensor:
+    r""":math:`\mathrm{Var}[y_{0,k}\mid y_{t,J}]` ``[T]``: the posterior variance of component ``k``
+    given only the noisy components ``J`` (boolean mask ``observed [D]``) at noise ``gamma [T, D]``."""
+    kk = torch.as_tensor(cov, dtype=torch.float64)
+    j = torch.as_tensor(observed, dtype=torch.bool)
+    g = torch.as_tensor(gamma, dtype=torch.float64)
+    if not bool(j.any()):
+        return kk[k, k].expand(g.shape[0]).clone()
+    alpha, sigma = alpha_sigma(g[:, j])
+    kjj = kk[j][:, j]
+    c = alpha[:, :, None] * kjj * alpha[:, None, :] + torch.diag_embed(sigma ** 2)
+    b = alpha * kk[j, k]  # Cov[y_tJ, y0_k]  [T, |J|]
+    sol = torch.cholesky_solve(b[..., None], torch.linalg.cholesky(c))[..., 0]
+    return kk[k, k] - (b * sol).sum(-1)
+
+
+def decision_times(cov: Tensor, schedule: Schedule, *, params=None, threshold: float = 0.5,
+                   n_grid: int = 2001) -> Tensor:
+    r"""The time ``[D]`` at which each component is *decided*: the largest t with
+    :math:`\mathrm{Var}[y_{0,i}\mid y_t] \le \text{threshold}\cdot\mathrm{Var}[y_{0,i}]`
+    (linear interpolation on a uniform grid of ``n_grid`` times; the ratio grows with t
+    because the forward process is Markov).  Sampling runs from t = 1 to 0, so a larger
+    decision time means *decided earlier*."""
+    t = torch.linspace(0.0, 1.0, n_grid, dtype=torch.float64)
+    g = schedule.gamma(t, params).to(torch.float64)
+    k = torch.as_tensor(cov, dtype=torch.float64)
+    ratio = torch.diagonal(posterior_cov(k, g), dim1=-2, dim2=-1) / torch.diagonal(k)  # [T, D]
+    out = torch.empty(k.shape[0], dtype=torch.float64)
+    for i in range(k.shape[0]):
+        r = ratio[:, i]
+        above = torch.nonzero(r > threshold)
+        if len(above) == 0:
+            out[i] = 1.0
+            continue
+        j = int(above[0])
+        if j == 0:
+            out[i] = 0.0
+            continue
+        r0, r1 = float(r[j - 1]), float(r[j])
+        w = (threshold - r0) / (r1 - r0) if r1 > r0 else 0.0
+        out[i] = t[j - 1] + w * (t[j] - t[j - 1])
+    return out
+
+
+# ------------------------------------------------------------------ exact sampler moments
+
+def _affine_eps_batch(oracle: GaussianOracle, gamma: Tensor) -> tuple[Tensor, Tensor]:
+    """The oracle as affine maps ``eps_hat(y) = E y + e`` at noise states ``gamma [T, D]``:
+    ``E [T, D, D]``, ``e [T, D]``."""
+    alpha, sigma = alpha_sigma(gamma)
+    k, m = oracle.cov, oracle.mean
+    c = alpha[:, :, None] * k * alpha[:, None, :] + torch.diag_embed(sigma ** 2)
+    e_mat = sigma[:, :, None] * torch.cholesky_inverse(torch.linalg.cholesky(c))
+    return e_mat, -(e_mat @ (alpha * m)[..., None])[..., 0]
+
+
+def propagate_moments(oracle: GaussianOracle, schedule: Schedule, method: str, steps: int, *,
+                      params=None, init: tuple[Tensor, Tensor] | None = None,
+                      denoise_final: bool = True) -> tuple[Tensor, Tensor]:
+    r"""Exact mean ``[D]`` and covariance ``[D, D]`` of the output of
+    ``gud.samplers.sample(oracle, schedule, n, method=method, steps=steps)``.
+
+    With the exact Gaussian denoiser each update of :mod:`gud.samplers` (``"em"``,
+    ``"heun"``, ``"ddim"``, ``"ancestral"``) is :math:`y \mapsto M y + b + \text{noise}`,
+    so the law stays Gaussian: :math:`\mu \mapsto M\mu + b`, :math:`P \mapsto MPM^\top + Q`.
+    The updates mirror the sampler code step by step (same grid, same Euler last step
+    of Heun, same final denoising).  ``init = (mean, cov)`` at t = 1 (default the
+    sampler's :math:`\mathcal N(0, I)`; pass :math:`q(y_1)` to isolate discretisation error).
+    """
+    if method not in ("em", "heun", "ddim", "ancestral"):
+        raise ValueError(f"unknown sampler {method!r}")
+    d = oracle.dim
+    eye = torch.eye(d, dtype=torch.float64)
+    if init is None:
+        mu, p = torch.zeros(d, dtype=torch.float64), eye.clone()
+    else:
+        mu, p = (torch.as_tensor(v, dtype=torch.float64).clone() for v in init)
+    grid = time_grid(steps)
+    st_all = _as_state(schedule, grid, params)  # [S+1, D]
+    states = [NoiseState(st_all.gamma[i:i + 1], st_all.gamma_dot[i:i + 1]) for i in range(steps + 1)]
+    eps_all = _affine_eps_batch(oracle, st_all.gamma)
+    eta = 1.0 if method == "ancestral" else 0.0
+    for i in range(steps):
+        t, s = float(grid[i]), float(grid[i + 1])
+        st_t, st_s = states[i], states[i + 1]
+        last = i == steps - 1
+        e_t, c_t = eps_all[0][i], eps_all[1][i]
+        q = torch.zeros(d, dtype=torch.float64)  # diagonal noise variance
+        if method == "em":
+            h = t - s
+            beta, sig, gd = st_t.beta[0], st_t.sigma[0], st_t.gamma_dot[0]
+            m_mat = eye + h * (0.5 * torch.diag(beta) - (sig * gd)[:, None] * e_t)
+            b = -h * sig * gd * c_t
+            q = (beta * h).clamp_min(0)
+        elif method == "heun":
+            def drift(st, e_mat, e_vec):
+                sg = 0.5 * st.sigma[0] * st.gamma_dot[0]
+                return -0.5 * torch.diag(st.beta[0]) + sg[:, None] * e_mat, sg * e_vec
+
+            d_t, k_t = drift(st_t, e_t, c_t)
+            pred_m, pred_b = eye + (s - t) * d_t, (s - t) * k_t
+            if last:
+                m_mat, b = pred_m, pred_b
+            else:
+                e_s, c_s = eps_all[0][i + 1], eps_all[1][i + 1]
+                d_s, k_s = drift(st_s, e_s, c_s)
+                m_mat = eye + (s - t) * 0.5 * (d_t + d_s @ pred_m)
+                b = (s - t) * 0.5 * (k_t + d_s @ pred_b + k_s)
+        else:
+            a_t, s_t = st_t.alpha[0], st_t.sigma[0]
+            a_s, s_s = st_s.alpha[0], st_s.sigma[0]
+            var = (eta ** 2) * s_s ** 2 * (-torch.expm1(st_s.gamma[0] - st_t.gamma[0])).clamp_min(0)
+            coef = (s_s ** 2 - var).clamp_min(0).sqrt()
+            # y' = a_s (y - s_t eps)/a_t + coef eps
+            lin = (coef - a_s * s_t / a_t)[:, None]
+            m_mat = torch.diag(a_s / a_t) + lin * e_t
+            b = lin[:, 0] * c_t
+            q = var
+        mu = m_mat @ mu + b
+        p = m_mat @ p @ m_mat.T + torch.diag(q)
+    if denoise_final:
+        st0 = states[-1]
+        e0, c0 = eps_all[0][-1], eps_all[1][-1]
+        a0, s0 = st0.alpha[0], st0.sigma[0]
+        m_mat = (eye - s0[:, None] * e0) / a0[:, None]
+        mu = m_mat @ mu - s0 * c0 / a0
+        p = m_mat @ p @ m_mat.T
+    return mu, 0.5 * (p + p.T)
+
+
+def marginal_moments(oracle: GaussianOracle, gamma: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Mean and covariance of :math:`q(y_t)` at one noise state ``gamma [D]``."""
+    alpha, sigma = alpha_sigma(torch.as_tensor(gamma, dtype=torch.float64).reshape(-1))
+    return alpha * oracle.mean, alpha[:, None] * oracle.cov * alpha[None, :] + torch.diag(sigma ** 2)
+
+
+def prior_mismatch(oracle: GaussianOracle, schedule: Schedule, params=None) -> float:
+    r""":math:`\mathrm{KL}(q(y_1)\,\|\,\mathcal N(0, I))` in nats: what the diffusion leaves of the data
+    at t = 1.  A probability-flow sampler keeps exactly this much KL in the limit of many
+    steps (an invertible map preserves KL); the reverse SDE contracts it."""
+    g1 = _as_state(schedule, 1.0, params).gamma[0]
+    m, c = marginal_moments(oracle, g1)
+    d = oracle.dim
+    return gaussian_kl(m, c, torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64))
+
+
+def elbo_gap(oracle: GaussianOracle, schedule: Schedule, params=None) -> dict[str, float]:
+    r"""Closed-form :math:`\mathbb E[\text{ELBO}] - \mathbb E[-\log q(y_0)]` for the exact denoiser
+    and :func:`gud.likelihood.elbo` with ``decoder="gaussian"``:
+
+    .. math::
+       \mathrm{KL}(q(y_1)\,\|\,\mathcal N(0,I))
+       + \mathbb E_{z_0}\,\mathrm{KL}\big(q(y_0\mid z_0)\,\|\,\mathcal N(z_0/\alpha_0, e^{\gamma_0})\big),
+       \qquad \mathbb E_{z_0}\,\mathrm{KL}(\dots) = \tfrac12\log\det(I + K^{-1}e^{\gamma_0}).
+
+    With the exact denoiser the diffusion term is the KL between the path measures given
+    :math:`y_0` and unconditioned, which telescopes to the two end terms.  Returns
+    ``{"prior": ..., "decoder": ..., "total": ...}`` in nats per example.
+    """
+    prior = prior_mismatch(oracle, schedule, params)
+    g0 = _as_state(schedule, 0.0, params).gamma[0]
+    k = oracle.cov
+    logdet = lambda m: 2 * torch.log(torch.diagonal(torch.linalg.cholesky(m))).sum()  # noqa: E731
+    dec = 0.5 * float(logdet(k + torch.diag(torch.exp(g0))) - logdet(k))
+    return {"prior": prior, "decoder": dec, "total": prior + dec}
+
+
+def gaussian_entropy(oracle: GaussianOracle) -> float:
+    r""":math:`\mathbb E[-\log q(y_0)] = \tfrac12\log\det(2\pi e K)` in nats."""
+    d = oracle.dim
+    chol = torch.linalg.cholesky(oracle.cov)
+    return float(torch.log(torch.diagonal(chol)).sum() + 0.5 * d * math.log(2 * math.pi * math.e))
+
+
+def expected_elbo(oracle: GaussianOracle, schedule: Schedule, *, model: GaussianOracle | None = None,
+                  params=None, n_grid: int = 4001) -> dict[str, float]:
+    r"""The ELBO of :func:`gud.likelihood.elbo` (``decoder="gaussian"``, whitened space, no
+    log-determinant) averaged *exactly* over :math:`y_0 \sim q` and :math:`\varepsilon`,
+    with the time integral by Simpson's rule on ``n_grid`` points.
+
+    ``model`` is the denoiser (default: ``oracle``, exact); any :class:`GaussianOracle` is
+    affine in :math:`y_t`, :math:`\hat\varepsilon = E y_t + e`, so
+    :math:`\mathbb E\|\varepsilon-\hat\varepsilon\|^2_i = [(I-ES)(I-ES)^\top + EAKAE^\top]_{ii}
+    + (EAm + e)_i^2`.  Returns the three terms and their ``total`` in nats per example.
+    """
+    model = oracle if model is None else model
+    if n_grid % 2 == 0:
+        n_grid += 1
+    k, m = oracle.cov, oracle.mean
+    d = oracle.dim
+    g1 = _as_state(schedule, 1.0, params).gamma[0]
+    a1, s1 = alpha_sigma(g1)
+    prior = 0.5 * float((s1 ** 2 + a1 ** 2 * (k.diagonal() + m ** 2) - 1 - torch.log(s1 ** 2)).sum())
+    t = torch.linspace(0.0, 1.0, n_grid, dtype=torch.float64)
+    st = _as_state(schedule, t, params)
+    alpha, sigma = alpha_sigma(st.gamma)  # [T, D]
+    ck = alpha[:, :, None] * model.cov * alpha[:, None, :] + torch.diag_embed(sigma ** 2)
+    e_mat = sigma[:, :, None] * torch.cholesky_inverse(torch.linalg.cholesky(ck))  # [T, D, D]
+    e_vec = -(e_mat @ (alpha * model.mean)[..., None])[..., 0]
+    eye = torch.eye(d, dtype=torch.float64)
+    r = eye - e_mat * sigma[:, None, :]  # I - E S
+    ea = e_mat * alpha[:, None, :]  # E A
+    err = (r ** 2).sum(-1) + ((ea @ k) * ea).sum(-1) + ((ea @ m) + e_vec) ** 2  # [T, D]
+    f = 0.5 * (st.gamma_dot * err).sum(-1)  # [T]
+    w = torch.ones(n_grid, dtype=torch.float64)
+    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+    diffusion = float((w * f).sum() / (3 * (n_grid - 1)))
+    g0 = _as_state(schedule, 0.0, params).gamma[0]
+    recon = 0.5 * float((math.log(2 * math.pi) + g0 + 1).sum())
+    return {"prior": prior, "diffusion": diffusion, "reconstruction": recon,
+            "total": prior + diffusion + recon}
+
+
+class TrajectoryRecorder:
+    """A ``callback`` for :func:`gud.samplers.sample` that keeps the time and the state
+    ``y_s`` after every step (copies, on the CPU): ``times [S]`` and ``states [S, B, D]``."""
+
+    def __init__(self):
+        self._t: list[float] = []
+        self._y: list[Tensor] = []
+
+    def __call__(self, i: int, s: float, y: Tensor, eps: Tensor) -> None:
+        self._t.append(float(s))
+        self._y.append(y.detach().to("cpu", torch.float64).clone())
+
+    @property
+    def times(self) -> Tensor:
+        return torch.tensor(self._t, dtype=torch.float64)
+
+    @property
+    def states(self) -> Tensor:
+        return torch.stack(self._y)
+
+    def denoised(self, oracle: GaussianOracle, schedule: Schedule, params=None) -> Tensor:
+        r"""The oracle's :math:`\hat y_0 = \mathbb E[y_0\mid y_s] = (y_s - \sigma_s\hat\varepsilon)/\alpha_s`
+        along the trajectory, ``[S, B, D]``."""
+        out = []
+        for s, y in zip(self._t, self._y):
+            g = schedule.gamma(torch.full((y.shape[0],), s, dtype=torch.float64), params).to(torch.float64)
+            alpha, sigma = alpha_sigma(g)
+            out.append((y - sigma * oracle(y, g)) / alpha)
+        return torch.stack(out)
+
+
+
+# ------------------------------------------------------------------ the chapter's computations
+
+def _toys(cfg: dict) -> dict[str, Toy]:
+    kw = dict(d=cfg["dim"], kernel=cfg["kernel"], length=cfg["length"], variance=cfg["variance"])
+    return {"whitened": make_toy(whitened=True, **kw), "unwhitened": make_toy(whitened=False, **kw)}
+
+
+def _sched(toy: Toy, cfg: dict, a: float) -> SoftConditioningSchedule:
+    return toy.schedule(a, cfg["gamma_denoise"], cfg["gamma_noise"])
+
+
+def compute_structure(cfg: dict) -> tuple[dict, dict]:
+    """Decision times over a fine grid of ``a``, the conditional structure of the middle
+    component at its decision time, and one oracle sampling trajectory per ``a``
+    (``experiment toy``, see :mod:`gud.experiments.toy`)."""
+    toy = _toys(cfg)["whitened"]  # decision times do not depend on the prior: same SNR paths
+    k, d = toy.oracle.cov, cfg["dim"]
+    grid = torch.linspace(0.0, cfg["softness_grid"]["max"], cfg["softness_grid"]["num"], dtype=torch.float64)
+    thr = cfg["decision_threshold"]
+    mid = d // 2
+    idx = torch.arange(d)
+    groups = {"past": idx < mid, "self": idx == mid, "future": idx > mid, "all": idx >= 0}
+    tau = torch.empty(len(grid), d, dtype=torch.float64)
+    explained = {g: torch.empty(len(grid), dtype=torch.float64) for g in groups}
+    for j, a in enumerate(grid.tolist()):
+        sch = _sched(toy, cfg, a)
+        tau[j] = decision_times(k, sch, threshold=thr, n_grid=cfg["time_grid"])
+        g = sch.gamma(tau[j, mid].reshape(1)).to(torch.float64)
+        for name, mask in groups.items():
+            explained[name][j] = 1 - conditional_variance(k, g, mid, mask)[0] / k[mid, mid]
+    past = idx < mid
+    kp = k[past][:, past]
+    ar_var = k[mid, mid] - k[mid, past] @ torch.linalg.solve(kp, k[past, mid])
+    arrays = {"softness_grid": grid, "decision_times": tau,
+              **{f"explained_{n}": v for n, v in explained.items()}}
+    tr = cfg["trajectory"]
+    for a in tr["softness"]:
+        sch = _sched(toy, cfg, a)
+        rec = TrajectoryRecorder()
+        gen = torch.Generator().manual_seed(tr["seed"])
+        sample(toy.oracle, sch, 1, method=tr["method"], steps=tr["steps"], generator=gen,
+               dtype=torch.float64, callback=rec)
+        arrays[f"traj_times_a{a:g}"] = rec.times
+        arrays[f"traj_y0hat_a{a:g}"] = rec.denoised(toy.oracle, sch)[:, 0]
+        arrays[f"traj_tau_a{a:g}"] = decision_times(k, sch, threshold=thr, n_grid=cfg["time_grid"])
+    metrics = {"middle_component": mid,
+               "ar_limit_explained_by_past": float(1 - ar_var / k[mid, mid]),
+               "rho_squared": math.exp(-2 / cfg["length"])}
+    return metrics, arrays
+
+
+def compute_sampling(cfg: dict) -> tuple[dict, dict]:
+    r"""Exact :math:`\mathrm{KL}(q(y_{t=0})\,\|\,p_{\text{sampler}})` by moment propagation for
+    every prior x ``a`` x sampler x step count (no final denoising: the target is
+    :math:`q(y_{t=0})`, so the probability-flow limit is exactly the prior mismatch), the
+    prior mismatch itself, and a Monte-Carlo check with real samples."""
+    toys = _toys(cfg)
+    samplers, steps, soft = cfg["samplers"], cfg["sampler_steps"], cfg["softness"]
+    kl = torch.empty(2, len(soft), len(samplers), len(steps), dtype=torch.float64)
+    mismatch = torch.empty(2, len(soft), dtype=torch.float64)
+    for p, toy in enumerate(toys.values()):
+        for j, a in enumerate(soft):
+            sch = _sched(toy, cfg, a)
+            mismatch[p, j] = prior_mismatch(toy.oracle, sch)
+            m0, c0 = marginal_moments(toy.oracle, sch.gamma(torch.zeros(1, dtype=torch.float64))[0])
+            for s, method in enumerate(samplers):
+                for n, st in enumerate(steps):
+                    mu, cov = propagate_moments(toy.oracle, sch, method, st, denoise_final=False)
+                    kl[p, j, s, n] = gaussian_kl(m0, c0, mu, cov)
+    emp = cfg["empirical"]
+    toy = toys["whitened"]
+    sch = _sched(toy, cfg, emp["softness"])
+    m0, c0 = marginal_moments(toy.oracle, sch.gamma(torch.zeros(1, dtype=torch.float64))[0])
+    kl_emp = torch.empty(len(samplers), len(steps), dtype=torch.float64)
+    kl_emp_exact = torch.empty(len(samplers), len(steps), dtype=torch.float64)
+    for s, method in enumerate(samplers):
+        for n, st in enumerate(steps):
+            gen = torch.Generator().manual_seed(emp["seed"] + 1000 * s + n)
+            ys = sample(toy.oracle, sch, emp["n_samples"], method=method, steps=st, generator=gen,
+                        dtype=torch.float64, denoise_final=False)
+            kl_emp[s, n] = empirical_kl(m0, c0, ys)
+            mu, cov = propagate_moments(toy.oracle, sch, method, st, denoise_final=False)
+            kl_emp_exact[s, n] = empirical_kl(mu, cov, ys)  # samples against their predicted law
+    metrics = {"empirical_floor": empirical_kl_floor(cfg["dim"], emp["n_samples"])}
+    return metrics, {"kl": kl, "mismatch": mismatch, "kl_empirical": kl_emp,
+                     "kl_empirical_vs_propagated": kl_emp_exact}
+
+
+def compute_elbo(cfg: dict) -> tuple[dict, dict]:
+    """The ELBO table: closed-form gap, exact expectation by quadrature, the Monte-Carlo ELBO
+    of :func:`gud.likelihood.elbo` against the exact NLL on the same data, and a
+    mis-specified denoiser, for every ``a`` and both priors."""
+    from .likelihood import elbo
+    from .oracle import gaussian_nll
+
+    ec = cfg["elbo"]
+    toys = _toys(cfg)
+    d = cfg["dim"]
+    gen = torch.Generator().manual_seed(ec["seed"])
+    cov_x = next(iter(toys.values())).cov_x
+    x = torch.randn(ec["n_examples"], d, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(cov_x).T
+    nll = gaussian_nll(x, torch.zeros(d, dtype=torch.float64), cov_x)  # [N], nats, pixel space
+    rows = []
+    for prior_name, toy in toys.items():
+        wrong = make_toy(d, cfg["kernel"], ec["wrong_length"], cfg["variance"], toy.prior.whitened).oracle
+        y0 = toy.prior.encode(x)
+        ent = gaussian_entropy(toy.oracle)
+        for a in cfg["softness"]:
+            sch = _sched(toy, cfg, a)
+            gap = elbo_gap(toy.oracle, sch)
+            quad = expected_elbo(toy.oracle, sch, n_grid=ec["quadrature_points"])["total"] - ent
+            quad_w = expected_elbo(toy.oracle, sch, model=wrong, n_grid=ec["quadrature_points"])["total"] - ent
+            mc = {}
+            for name, model in (("oracle", toy.oracle), ("wrong", wrong)):
+                g = torch.Generator().manual_seed(ec["seed"] + 1)  # common random numbers
+                mc[name] = elbo(model, y0, sch, generator=g, n_time_samples=ec["n_time_samples"],
+                                decoder="gaussian", prior=toy.prior).total
+            diff = mc["oracle"] - nll
+            dw = mc["wrong"] - mc["oracle"]
+            se = lambda v: float(v.std() / math.sqrt(v.numel()))  # noqa: E731
+            rows.append({"prior": prior_name, "a": a, "gap_prior_kl": gap["prior"],
+                         "gap_decoder": gap["decoder"], "gap_closed_form": gap["total"],
+                         "gap_quadrature": quad, "mc_elbo_minus_nll": float(diff.mean()),
+                         "mc_stderr": se(diff), "wrong_gap_quadrature": quad_w,
+                         "mc_wrong_minus_oracle": float(dw.mean()), "mc_wrong_stderr": se(dw)})
+    return {"rows": rows, "mean_nll_nats": float(nll.mean()),
+            "entropy_nats": gaussian_entropy(toys["whitened"].oracle) + float(toys["whitened"].prior.log_det)}, {"nll": nll}
