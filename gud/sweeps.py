@@ -34,6 +34,7 @@ from .schedules import LinearSchedule, Schedule
 __all__ = [
     "TrainedNet",
     "aggregate",
+    "compare",
     "denoised_trajectory",
     "evaluate_grid",
     "fcd_classifier",
@@ -226,6 +227,16 @@ def aggregate(rows: Sequence[dict], by: Sequence[str], metrics: Sequence[str] = 
         agg["n_seeds"] = len(members)
         out.append(agg)
     return out
+
+
+def compare(m1: float, se1: float, m2: float, se2: float, z: float = 2.0) -> int:
+    """``-1`` if ``m1 < m2`` by more than ``z`` combined standard errors, ``+1`` if greater,
+    ``0`` if not distinguishable (or a standard error is unknown, e.g. one seed)."""
+    se = math.hypot(se1, se2)
+    if not math.isfinite(se) or se == 0:
+        return 0
+    d = (m1 - m2) / se
+    return -1 if d < -z else 1 if d > z else 0
 
 
 def _hashable(v):
