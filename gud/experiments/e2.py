@@ -35,7 +35,7 @@ CONFIGS = {
         "gamma_noise": 3.0,
         "net": "mlp",
         "net_kwargs": {"hidden": 256, "depth": 3},
-        "train_steps": 1200,
+        "train_steps": 1000,
         "batch_size": 256,
         "lr": 1e-3,
         "train_kwargs": {},
@@ -44,7 +44,7 @@ CONFIGS = {
         "n_time_samples": 2,
         "n_samples": 200,
         "sampler": "ddim",
-        "sampler_steps": 40,
+        "sampler_steps": 25,
         "show_samples": 6,
     },
     "gpu": {
