@@ -37,7 +37,6 @@ __all__ = [
     "quantize_8bit",
     "field_images",
     "field_setup",
-    "ClippedSoftConditioningSchedule",
     "active_interval",
     "column_schedule",
     "a_params",
@@ -93,28 +92,8 @@ def field_setup(kind: str, n_train: int, n_test: int, height: int, width: int, *
     return Setup(tr, te, basis, prior, y_tr, y_te)
 
 
-class ClippedSoftConditioningSchedule(SoftConditioningSchedule):
-    r"""The soft-conditioning schedule with :math:`\tilde\gamma_i(t)` clipped to
-    :math:`[\tilde\gamma_{denoise}, \tilde\gamma_{noise}]`: a component waits at the
-    noise level :math:`\tilde\gamma_{noise}` until its linear ramp enters the interval,
-    rises with the common slope, and waits at :math:`\tilde\gamma_{denoise}` afterwards
-    (the official code's clipped sequential variant, with the soft-conditioning slope).
-
-    Without the clip, a large inverse softness ``a`` drives the first components to
-    :math:`\tilde\gamma \approx \tilde\gamma_{denoise} - a (l_{max} - l)` at t = 0, far below
-    the quantisation bin, where the ELBO's diffusion term charges the network's error with
-    the full weight :math:`\gamma'`; and the last components to
-    :math:`\tilde\gamma_{noise} + a (l_{max} - l_{min})` at t = 1, where
-    :math:`\alpha` underflows in float32. With the clip :math:`\gamma' = 0` while a component
-    waits; the order and the overlap of the components' active windows are unchanged.
-    """
-
-    def effective_gamma(self, t: Tensor, params: Tensor | None = None) -> Tensor:
-        return super().effective_gamma(t, params).clamp(self.gamma_denoise, self.gamma_noise)
-
-
 def active_interval(schedule, mask: Tensor, params=None, resolution: int = 4000) -> tuple[float, float]:
-    """``(t_lo, t_hi)``: the times during which some component in ``mask [D]`` has a
+    r"""``(t_lo, t_hi)``: the times during which some component in ``mask [D]`` has a
     non-zero rate :math:`\gamma_i'`, on a grid of ``resolution`` steps (rounded outwards);
     ``(0, 1)`` if none is ever flat."""
     t = torch.linspace(0, 1, resolution + 1, dtype=torch.float64)
@@ -133,13 +112,13 @@ def column_schedule(setup: Setup, a_range: tuple[float, float] | None = None, a:
 
     The family's parameter is :math:`\\log a` (``a`` the inverse softness), so that training
     draws ``a`` log-uniformly from ``a_range``; build evaluation parameters with
-    :func:`a_params`. ``clip``: :class:`ClippedSoftConditioningSchedule` (the default).
+    :func:`a_params`. ``clip``: clip the effective gamma to [denoise, noise] (the default; see
+    :class:`gud.schedules.SoftConditioningSchedule`).
     """
     labels = setup.basis.meta["col"].to(torch.float64)
     rng = None if a_range is None else [[math.log(a_range[0]), math.log(a_range[1])]]
-    cls = ClippedSoftConditioningSchedule if clip else SoftConditioningSchedule
-    return cls(labels, setup.prior.log_var, a=math.log(a), gamma_denoise=gamma_denoise,
-                                    gamma_noise=gamma_noise, param_range=rng, param_map=torch.exp)
+    return SoftConditioningSchedule(labels, setup.prior.log_var, a=math.log(a), gamma_denoise=gamma_denoise,
+                                    gamma_noise=gamma_noise, param_range=rng, param_map=torch.exp, clip=clip)
 
 
 def a_params(a: float) -> Tensor:

@@ -151,7 +151,7 @@ def elbo(eps_model, y0: Tensor, schedule: Schedule, *, params=None, generator: t
         mean = prior.decode(z0 / a0)
         comp_var = prior.scale.to(dev, dt) ** 2 * torch.exp(g0)  # [B, D] per component
         u_sq = prior.basis.matrix(dt).to(dev) ** 2  # [D(components), D(pixels)]
-        pix_std = (comp_var @ u_sq).sqrt()
+        pix_std = (comp_var @ u_sq).sqrt().clamp_min(1e-6 * bin_width)  # no underflow to 0
         recon = _discretized_gaussian_nll(x, mean, pix_std, bin_width).sum(-1)
         log_det = torch.zeros(b, dtype=dt, device=dev)
     return ELBO(prior_kl, diff, recon, log_det, d, decoder, n_time_samples)

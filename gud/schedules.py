@@ -193,12 +193,20 @@ class SoftConditioningSchedule(Schedule):
     unwhitened priors the same SNR paths.  ``param_map`` (optional) maps user
     parameters ``[B, P]`` (e.g. ``(a, r)``) to the weights ``[B, K]``;
     ``param_range [P, 2]`` is the training range sampled by :meth:`sample_params`.
+
+    ``clip=True`` clips :math:`\tilde\gamma_i(t)` to
+    :math:`[\tilde\gamma_{denoise}, \tilde\gamma_{noise}]`: a component waits fully noised
+    until its ramp enters the interval, rises with the common slope, and waits denoised
+    afterwards (the clipped variant of the official code, with this schedule's slope).  The
+    order and overlap of the active windows are unchanged, but large ``a`` no longer drives
+    components far below the quantisation bin at t = 0 (where the ELBO charges the network's
+    error with the full weight :math:`\gamma'`) or makes :math:`\alpha` underflow at t = 1.
     """
 
     def __init__(self, labels: Tensor, log_var: Tensor, a: float | Tensor = 1.0,
                  gamma_denoise: float = -7.0, gamma_noise: float = 3.0,
                  param_range: Tensor | None = None,
-                 param_map: Callable[[Tensor], Tensor] | None = None):
+                 param_map: Callable[[Tensor], Tensor] | None = None, clip: bool = False):
         labels = torch.as_tensor(labels, dtype=torch.float64)
         if labels.ndim == 1:
             labels = labels[None]
@@ -214,7 +222,7 @@ class SoftConditioningSchedule(Schedule):
         self.labels, self.log_var = labels, log_var
         self.dim = labels.shape[1]
         self.gamma_denoise, self.gamma_noise = float(gamma_denoise), float(gamma_noise)
-        self.param_map = param_map
+        self.param_map, self.clip = param_map, bool(clip)
         default = torch.as_tensor(a, dtype=torch.float64).reshape(-1)
         self.num_params = default.numel()
         if param_map is None and self.num_params not in (1, labels.shape[0]):
@@ -254,7 +262,8 @@ class SoftConditioningSchedule(Schedule):
         lmax, lmin = lab.amax(-1, keepdim=True), lab.amin(-1, keepdim=True)
         g_min = self.gamma_denoise + (lab - lmax)
         delta = self.gamma_noise - self.gamma_denoise + (lmax - lmin)
-        return g_min + t[:, None] * delta
+        g = g_min + t[:, None] * delta
+        return g.clamp(self.gamma_denoise, self.gamma_noise) if self.clip else g
 
     def gamma(self, t: Tensor, params: Tensor | None = None) -> Tensor:
         t = _check_t(t)

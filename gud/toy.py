@@ -104,10 +104,14 @@ def make_toy(d: int, kernel: str = "ou", length: float = 2.0, variance: float = 
 
 
 def gaussian_kl(m0: Tensor, c0: Tensor, m1: Tensor, c1: Tensor) -> float:
-    r""":math:`\mathrm{KL}(\mathcal N(m_0, C_0)\,\|\,\mathcal N(m_1, C_1))` in nats (float64)."""
+    r""":math:`\mathrm{KL}(\mathcal N(m_0, C_0)\,\|\,\mathcal N(m_1, C_1))` in nats (float64);
+    ``inf`` when :math:`C_1` is not numerically positive definite or not finite (e.g. the
+    output law of an unstable sampler that has collapsed or blown up)."""
     m0, c0, m1, c1 = (torch.as_tensor(v, dtype=torch.float64) for v in (m0, c0, m1, c1))
     d = m0.shape[-1]
-    l1 = torch.linalg.cholesky(c1)
+    l1, info = torch.linalg.cholesky_ex(c1)
+    if int(info) != 0 or not bool(torch.isfinite(c1).all() and torch.isfinite(m1).all()):
+        return math.inf
     l0 = torch.linalg.cholesky(c0)
     a = torch.linalg.solve_triangular(l1, l0, upper=False)  # L1^-1 L0
     z = torch.linalg.solve_triangular(l1, (m1 - m0)[:, None], upper=False)[:, 0]

@@ -132,3 +132,17 @@ def test_bad_input():
         SequentialSchedule(lab, torch.zeros(D), width=0.0)
     with pytest.raises(ValueError, match="t must be"):
         s.gamma(torch.ones(2, 2))
+
+
+def test_clipped_soft_conditioning_keeps_order_and_bounds():
+    labels = torch.arange(D, dtype=torch.float64)
+    plain = SoftConditioningSchedule(labels, torch.zeros(D, dtype=torch.float64), a=5.0)
+    clipped = SoftConditioningSchedule(labels, torch.zeros(D, dtype=torch.float64), a=5.0, clip=True)
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    g = clipped.gamma(t)
+    assert g.min() >= -7 - 1e-12 and g.max() <= 3 + 1e-12
+    inside = (plain.gamma(t) > -7) & (plain.gamma(t) < 3)
+    assert torch.equal(g[inside], plain.gamma(t)[inside])  # same ramps where active
+    st = clipped.state(t)
+    waiting = (plain.gamma(t) < -7 - 1e-9) | (plain.gamma(t) > 3 + 1e-9)
+    assert waiting.any() and torch.all(st.gamma_dot[waiting] == 0)  # flat (rate zero) while waiting

@@ -49,6 +49,7 @@ def test_gaussian_kl_matches_torch():
                                             torch.distributions.MultivariateNormal(m1, c1))
     assert math.isclose(T.gaussian_kl(m0, c0, m1, c1), float(ref), rel_tol=1e-10)
     assert abs(T.gaussian_kl(m0, c0, m0, c0)) < 1e-12
+    assert T.gaussian_kl(m0, c0, m1, torch.zeros(4, 4, dtype=torch.float64)) == math.inf  # collapsed sampler
 
 
 def test_empirical_kl_floor():

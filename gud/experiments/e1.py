@@ -1,5 +1,8 @@
 """Configuration of experiment E1 (PCA basis: inverse softness a x prior) per run profile.
 
+``threads``: torch intra-op threads (ci: 1; a tiny MLP on 8x8 data gains nothing from more, and
+loses a lot on a shared CPU; None: ``gud.pipeline.set_threads`` default).
+
 One noise-state-conditioned network per prior is trained over a ~ U[a_train] and evaluated at
 the fixed values ``a_eval`` (those outside ``a_train`` test extrapolation). Baselines, with the
 same network, steps and batch: ``pixel_sd``, standard diffusion in pixel space (a scalar
@@ -34,6 +37,7 @@ CONFIGS = {
     "ci": {
         **_COMMON,
         "datasets": ["digits"],
+        "threads": 1,
         "data_kwargs": {},
         "test_limit": None,
         "gamma_denoise": -2.0,
@@ -52,13 +56,14 @@ CONFIGS = {
         "sampler_steps": 25,
         "show_samples": 8,
         "trajectory_a": [0.4, 1.0, 2.0],
-        "trajectory_times": [0.9, 0.7, 0.5, 0.3, 0.1, 0.0],
+        "trajectory_times": [0.96, 0.92, 0.84, 0.72, 0.48, 0.0],
         "trajectory_n": 2,
         "inception_fid": False,
     },
     "gpu": {
         **_COMMON,
         "datasets": ["mnist", "cifar10"],
+        "threads": None,
         "data_kwargs": {"mnist": {"pad_to": 32}},
         "test_limit": 2000,
         "gamma_denoise": -7.0,
@@ -77,13 +82,14 @@ CONFIGS = {
         "sampler_steps": 100,
         "show_samples": 8,
         "trajectory_a": [0.4, 1.0, 2.0],
-        "trajectory_times": [0.9, 0.7, 0.5, 0.3, 0.1, 0.0],
+        "trajectory_times": [0.96, 0.92, 0.84, 0.72, 0.48, 0.0],
         "trajectory_n": 2,
         "inception_fid": True,
     },
     "paper": {
         **_COMMON,
         "datasets": ["cifar10"],
+        "threads": None,
         "data_kwargs": {},
         "test_limit": None,
         "gamma_denoise": -7.0,
@@ -103,7 +109,7 @@ CONFIGS = {
         "sampler_steps": 100,
         "show_samples": 8,
         "trajectory_a": [0.4, 1.0, 2.0],
-        "trajectory_times": [0.9, 0.7, 0.5, 0.3, 0.1, 0.0],
+        "trajectory_times": [0.96, 0.92, 0.84, 0.72, 0.48, 0.0],
         "trajectory_n": 2,
         "inception_fid": True,
     },

@@ -1,5 +1,8 @@
 """Configuration of experiment E2 (Fourier basis: inverse softness a x ordering mix r) per run profile.
 
+``threads``: torch intra-op threads (ci: 1; a tiny MLP on 8x8 data gains nothing from more, and
+loses a lot on a shared CPU; None: ``gud.pipeline.set_threads`` default).
+
 Whitened prior in the real Fourier basis. Two label rows: the variance ordering
 l_var = -log Sigma_i (the power spectrum; for non-stationary data such as digits, the variance
 of each Fourier component, whose covariance is then not diagonal) and the frequency ordering
@@ -29,6 +32,7 @@ CONFIGS = {
     "ci": {
         **_COMMON,
         "datasets": ["digits"],
+        "threads": 1,
         "data_kwargs": {},
         "test_limit": None,
         "gamma_denoise": -2.0,
@@ -45,11 +49,12 @@ CONFIGS = {
         "n_samples": 200,
         "sampler": "ddim",
         "sampler_steps": 25,
-        "show_samples": 6,
+        "show_samples": 3,
     },
     "gpu": {
         **_COMMON,
         "datasets": ["mnist", "cifar10"],
+        "threads": None,
         "data_kwargs": {"mnist": {"pad_to": 32}},
         "test_limit": 2000,
         "gamma_denoise": -7.0,
@@ -66,11 +71,12 @@ CONFIGS = {
         "n_samples": 1000,
         "sampler": "ddim",
         "sampler_steps": 100,
-        "show_samples": 6,
+        "show_samples": 3,
     },
     "paper": {
         **_COMMON,
         "datasets": ["cifar10"],
+        "threads": None,
         "data_kwargs": {},
         "test_limit": None,
         "gamma_denoise": -7.0,
@@ -88,6 +94,6 @@ CONFIGS = {
         "n_samples": 50000,
         "sampler": "em",
         "sampler_steps": 100,
-        "show_samples": 6,
+        "show_samples": 3,
     },
 }
