@@ -39,6 +39,7 @@ __all__ = [
     "evaluate_grid",
     "fcd_classifier",
     "format_table",
+    "html_table",
     "mean_stderr",
     "mix_param_map",
     "mixed_label_rows",
@@ -260,3 +261,12 @@ def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) 
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
     fmt_line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
     return "\n".join([fmt_line(heads), fmt_line(["-" * w for w in widths]), *map(fmt_line, cells)])
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None) -> str:
+    """A plain HTML table (cells escaped), for tables that notebooks display as output."""
+    from html import escape
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
