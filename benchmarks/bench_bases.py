@@ -16,17 +16,19 @@ import torch
 from gud.bases import FourierBasis, PCABasis, PixelBasis, WaveletBasis
 
 
-def _time(fn, repeats: int, device: torch.device) -> float:
+def _time(fn, repeats: int, device: torch.device, inner: int = 20) -> float:
+    """Best over ``repeats`` of the mean time of ``inner`` back-to-back calls (seconds)."""
     fn()  # warm-up
     best = float("inf")
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fn()
+        for _ in range(inner):
+            fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, (time.perf_counter() - t0) / inner)
     return best
 
 
@@ -34,7 +36,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1 by default: on a shared 2-core machine more threads spin and "
+                         "inflate small-op timings by orders of magnitude)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     sizes = [(1, 8, 8), (1, 32, 32), (3, 32, 32)] if args.quick else [(1, 8, 8), (1, 16, 16), (1, 32, 32), (3, 32, 32), (3, 64, 64)]
     repeats = 3 if args.quick else 10
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

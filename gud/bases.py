@@ -29,7 +29,6 @@ from typing import Iterable
 import numpy as np
 import torch
 from torch import Tensor, nn
-import torch.nn.functional as F
 
 __all__ = [
     "Basis",
@@ -340,29 +339,34 @@ class WaveletBasis(Basis):
                 f"{levels} wavelet levels need H and W divisible by 2**levels; got H={h}, W={w}"
             )
         self.wavelet, self.levels = wavelet, int(levels)
-        filt = torch.tensor(np.stack([wav.dec_lo[::-1], wav.dec_hi[::-1]]), dtype=torch.float64)
-        self.register_buffer("_filters", filt.unsqueeze(1), persistent=False)  # [2, 1, L]
-        self._flen = filt.shape[-1]
+        # analysis: lo[k] = sum_m dec_lo[L-1-m] x[(2k + m - (L/2 - 1)) mod n], as pywt "periodization"
+        self._lo = tuple(float(v) for v in wav.dec_lo[::-1])
+        self._hi = tuple(float(v) for v in wav.dec_hi[::-1])
+        self._flen = len(self._lo)
         self.meta = self._make_meta()
 
-    # 1-D periodic analysis / synthesis along the last axis
+    # 1-D periodic analysis / synthesis along the last axis.  The filters are short, so a
+    # sum over taps of strided slices beats a convolution call at these sizes.
     def _index(self, n: int, device) -> Tensor:
         pad_left = self._flen // 2 - 1
         return (torch.arange(n + self._flen - 2, device=device) - pad_left) % n
 
     def _analysis(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        lead, n = x.shape[:-1], x.shape[-1]
-        xp = x.reshape(-1, 1, n)[..., self._index(n, x.device)]
-        out = F.conv1d(xp, self._filters.to(x.dtype), stride=2)
-        return out[:, 0].reshape(*lead, n // 2), out[:, 1].reshape(*lead, n // 2)
+        n = x.shape[-1]
+        xp = x if self._flen == 2 else x[..., self._index(n, x.device)]  # Haar needs no wrap
+        taps = [xp[..., m:m + n:2] for m in range(self._flen)]
+        lo = sum(h * v for h, v in zip(self._lo, taps))
+        hi = sum(g * v for g, v in zip(self._hi, taps))
+        return lo, hi
 
     def _synthesis(self, lo: Tensor, hi: Tensor) -> Tensor:
-        lead, m = lo.shape[:-1], lo.shape[-1]
-        n = 2 * m
-        both = torch.stack([lo.reshape(-1, m), hi.reshape(-1, m)], 1)
-        xp = F.conv_transpose1d(both, self._filters.to(lo.dtype), stride=2)
-        x = xp.new_zeros(xp.shape[0], n).index_add_(-1, self._index(n, lo.device), xp[:, 0])
-        return x.reshape(*lead, n)
+        n = 2 * lo.shape[-1]
+        xp = lo.new_zeros(*lo.shape[:-1], n + self._flen - 2)
+        for m in range(self._flen):
+            xp[..., m:m + n:2] += self._lo[m] * lo + self._hi[m] * hi
+        if self._flen == 2:
+            return xp
+        return lo.new_zeros(*lo.shape[:-1], n).index_add_(-1, self._index(n, lo.device), xp)
 
     def _dwt2(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         lo_w, hi_w = self._analysis(x)  # along W
