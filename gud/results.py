@@ -260,14 +260,21 @@ class ResultsStore:
         return result
 
 
-def save_figure(fig: Any, name: str, directory: str | os.PathLike | None = None, dpi: int = 150) -> Path:
-    """Save ``fig`` as ``book/figures/<name>.png`` and ``.pdf`` (stable, citable names).
+def save_figure(fig: Any, name: str, directory: str | os.PathLike | None = None, dpi: int = 150,
+                profile: str | None = None) -> Path:
+    """Save ``fig`` as ``book/figures/<profile>/<name>.png`` and ``.pdf`` (stable, citable names).
 
+    One folder per run profile, so that a ``gpu`` run never overwrites the ``ci`` figures
+    (``book/figures/ci/`` is recomputed by CI and not committed; the others are).
     Returns the PNG path. The PDF carries no creation date, so reruns are byte-stable.
     """
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"figure name {name!r} must be a plain file stem")
-    out = Path(directory) if directory is not None else REPO / "book" / "figures"
+    if directory is None:
+        from .profiles import current_profile
+
+        directory = REPO / "book" / "figures" / (profile or current_profile())
+    out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     png, pdf = out / f"{name}.png", out / f"{name}.pdf"
     for path, kwargs in (
