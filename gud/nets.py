@@ -6,7 +6,7 @@ vector to an output of the input's shape,
     UNet: (x_img [B, C, H, W], cond [B, D]) -> [B, C, H, W]
     MLP:  (x [B, D], cond [B, D])           -> [B, D]
 
-The conditioning is the noise state gamma(t) in R^D (PAPER.md section 1: one
+The conditioning is the noise state gamma(t) in R^D (as in the GUD paper: one
 gamma_i per whitened component, the negative log SNR of its OU process), not the
 scalar time t, so that one network serves a whole family of component-wise
 schedules. `EpsNet` turns such a network into an epsilon predictor in whitened
@@ -56,7 +56,7 @@ class NoiseStateEmbedding(nn.Module):
     """Embed the noise state gamma [B, D] into a vector [B, embed_dim].
 
     Input features per component: clamp(gamma, -20, 20) / 10 and
-    alpha^2 = sigmoid(-gamma) (PAPER.md section 1), so 2 D features in all,
+    alpha^2 = sigmoid(-gamma) (see gud.schedules), so 2 D features in all,
     followed by Linear -> SiLU -> Linear.
     """
 
@@ -318,7 +318,7 @@ class EpsNet(nn.Module):
     `forward(y_t [B, D], gamma [B, D]) -> eps_hat [B, D]`.
 
     With `image_shape = (C, H, W)` the network runs in whitened data space
-    (PAPER.md section 1): x_img = U^T y_t = basis.inverse(y_t) reshaped to
+    (the paper's whitened data space): x_img = U^T y_t = basis.inverse(y_t) reshaped to
     [B, C, H, W] keeps the spatial layout, and the output is mapped back with
     basis.forward (U is orthogonal, so this is the same linear map in both
     directions of the round trip). Without `image_shape` (flat data, `MLP`) the

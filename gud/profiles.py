@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 PROFILES: dict[str, str] = {
-    "ci": "CI: two CPU cores, minutes per notebook; 8x8 digits, short training; recomputed on every build",
+    "ci": "two CPU cores, minutes per notebook; small embedded or generated data (8x8 digits, random fields), short training; recomputed on every build",
     "gpu": "one GPU, under an hour per experiment; 32x32 data; results committed and read by the book",
     "paper": "the paper's scale where known (e.g. 300k training steps); days of GPU time",
 }
@@ -77,5 +77,7 @@ def print_config(experiment: str, profile: str | None = None) -> dict[str, Any]:
     profile = current_profile() if profile is None else profile
     config = experiment_config(experiment, profile)
     print(f"experiment {experiment}, profile {describe(profile)}")
-    print(json.dumps(config, indent=2, sort_keys=True))
+    width = max((len(k) for k in config), default=0)
+    for key in sorted(config):  # one line per setting, nested values as compact JSON
+        print(f"  {key:<{width}}  {json.dumps(config[key], sort_keys=True)}")
     return config

@@ -183,7 +183,7 @@ class SoftConditioningSchedule(Schedule):
 
     The highest-label component starts at :math:`\tilde\gamma_{denoise}` at t = 0,
     the lowest-label one reaches :math:`\tilde\gamma_{noise}` at t = 1, and all
-    share one slope.  With ``K = 1`` this is PAPER.md's
+    share one slope.  With ``K = 1`` this is the paper's
     :math:`\tilde\gamma_{min,i} = \tilde\gamma_{denoise} + a(l_i - l_{max})`.
     ``a = 0``: equal true SNR; variance labels :math:`l_i = -\log\Sigma_i` and
     ``a = 1``: standard diffusion; ``a -> inf``: autoregressive in label order.

@@ -1,6 +1,6 @@
 r"""Schedule sweeps served by one noise-state-conditioned network (the book's E1 and E2).
 
-A *family* of soft-conditioning schedules (PAPER.md section 1) is indexed by parameters
+A *family* of soft-conditioning schedules (:class:`gud.schedules.SoftConditioningSchedule`) is indexed by parameters
 ``p`` (the inverse softness ``a``, or ``(a, r)``); one network conditioned on the full noise
 state :math:`\gamma(t) \in \mathbb R^D` is trained with ``p`` drawn from the family's range
 (:func:`train_family`) and evaluated at fixed ``p`` on held-out data (:func:`evaluate_grid`):
