@@ -9,15 +9,6 @@ from torch import nn
 from gud.nets import MLP, EpsNet, UNet, build_net
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets: one intra-op thread is faster, and robust on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class IdentityBasis:
     """Stand-in pixel basis (not a module)."""
 

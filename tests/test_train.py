@@ -10,15 +10,6 @@ from gud.nets import MLP
 from gud.train import TrainConfig, load_checkpoint, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets: one intra-op thread is faster, and robust on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def denoise_loss(model: nn.Module, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Toy per-example loss: predict the noise added to the batch at a random noise level."""
     gamma = torch.randn(batch.shape[0], 1, generator=generator, device=batch.device).expand_as(batch)

@@ -1,0 +1,13 @@
+"""Shared test set-up."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One intra-op thread: the tensors in these tests are small, and on a shared 2-core
+    machine more threads spin-wait and slow small operations by orders of magnitude."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
