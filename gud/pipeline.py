@@ -28,7 +28,7 @@ from .schedules import Schedule
 from .train import TrainConfig, TrainResult, train
 
 __all__ = ["Setup", "prepare", "bin_width", "build_model", "fit", "evaluate_bpd", "generate",
-           "run_dir", "set_threads"]
+           "run_dir", "set_threads", "Timer"]
 
 REPO = Path(__file__).resolve().parents[1]
 
