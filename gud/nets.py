@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NoiseStateEmbedding", "UNet", "MLP", "EpsNet", "build_net"]
+__all__ = ["NoiseStateEmbedding", "UNet", "MLP", "EpsNet", "build_net", "init_weights"]
 
 
 def _num_groups(channels: int, max_groups: int = 32) -> int:
@@ -47,8 +47,42 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 
 
 def _zero_(module: nn.Module) -> nn.Module:
+    """Zero the parameters of ``module`` and mark it so that :func:`init_weights` keeps them zero."""
     for p in module.parameters():
         nn.init.zeros_(p)
+    module._zero_init = True
+    return module
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """(Re-)initialise every parameter of ``module`` from ``generator``, never the global RNG.
+
+    Linear and convolution layers get PyTorch's default initialisation (Kaiming-uniform
+    weights with ``a = sqrt(5)``, biases uniform in ``±1/sqrt(fan_in)``), layers made by
+    ``_zero_`` stay zero, normalisation layers get unit scale and zero shift.
+    """
+    handled: set[int] = set()
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if getattr(m, "_zero_init", False):
+                nn.init.zeros_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            else:
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+                if m.bias is not None:
+                    bound = 1.0 / math.sqrt(m.weight[0].numel())
+                    nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        elif isinstance(m, (nn.GroupNorm, nn.LayerNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        else:
+            continue
+        handled.update(id(p) for p in m.parameters(recurse=False))
+    missed = [n for n, p in module.named_parameters() if id(p) not in handled]
+    if missed:
+        raise TypeError(f"init_weights does not know how to initialise {missed[:3]}")
     return module
 
 
@@ -313,53 +347,89 @@ class MLP(nn.Module):
 
 
 class EpsNet(nn.Module):
-    """Epsilon predictor in whitened component space built from a plain network.
+    r"""Preconditioned epsilon predictor in whitened component space built from a plain network.
 
     `forward(y_t [B, D], gamma [B, D]) -> eps_hat [B, D]`.
 
-    With `image_shape = (C, H, W)` the network runs in whitened data space
-    (the paper's whitened data space): x_img = U^T y_t = basis.inverse(y_t) reshaped to
-    [B, C, H, W] keeps the spatial layout, and the output is mapped back with
-    basis.forward (U is orthogonal, so this is the same linear map in both
-    directions of the round trip). Without `image_shape` (flat data, `MLP`) the
-    network sees y_t directly. The network is always conditioned on gamma.
+    Preconditioning (as EDM's `EDMPrecond`, Karras et al. 2022, for epsilon prediction). With
+    :math:`v_i` the data variance of whitened component i (`log_var` = :math:`\log v_i`, the
+    prior's `log_var`), :math:`\alpha^2 = \mathrm{sigmoid}(-\gamma)`,
+    :math:`\sigma^2 = \mathrm{sigmoid}(\gamma)` and the variance of the noisy component
+    :math:`c_i = \alpha_i^2 v_i + \sigma_i^2`,
 
-    `basis` is any object with orthogonal `forward`/`inverse` on the last axis; if
-    it is an `nn.Module` it is registered as a submodule so that `.to(device)`
-    moves its buffers.
+    .. math::
+       \hat\varepsilon = \frac{\sigma\,y_t}{c} + c_{out}\,F\big(c_{in}\,y_t,\ \gamma\big),\qquad
+       c_{in} = c^{-1/2},\quad c_{out} = \sqrt{\alpha^2 v / c} = \sqrt{\mathrm{sigmoid}(\log v - \gamma)}.
+
+    The first term is :math:`\mathbb E[\varepsilon\mid y_t]` for independent Gaussian
+    components of variance :math:`v_i`: an untrained network (zero output layer) *is* the
+    diagonal Gaussian denoiser, and at high noise the prediction follows :math:`y_t` exactly
+    instead of relying on the network to output it.  :math:`c_{out}^2` is the variance of
+    :math:`\varepsilon` left around that term (:math:`1 - \sigma^2/c`), so the residual
+    :math:`F` has to learn is O(1) at every noise level; :math:`c_{in}` gives the network
+    inputs of unit variance.
+
+    With `image_shape = (C, H, W)` the network runs in whitened data space: the scaled input
+    :math:`U^\top(c_{in} y_t)` = `basis.inverse(...)` reshaped to [B, C, H, W] keeps the
+    spatial layout, and its output is mapped back with `basis.forward`. Without `image_shape`
+    (flat data, `MLP`) the network sees :math:`c_{in} y_t` directly. The network is always
+    conditioned on gamma.
+
+    `basis` is any object with orthogonal `forward`/`inverse` on the last axis; if it is an
+    `nn.Module` it is registered as a submodule so that `.to(device)` moves its buffers.
     """
 
-    def __init__(self, net: nn.Module, basis: Any, image_shape: Sequence[int] | None = None) -> None:
+    def __init__(self, net: nn.Module, basis: Any, log_var: torch.Tensor,
+                 image_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         self.net = net
         self.basis = basis  # a submodule if it is an nn.Module, else a plain attribute
         self.image_shape = tuple(int(s) for s in image_shape) if image_shape is not None else None
         if self.image_shape is not None and len(self.image_shape) != 3:
             raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
+        log_var = torch.as_tensor(log_var)
+        if log_var.ndim != 1 or not torch.isfinite(log_var).all():
+            raise ValueError(f"log_var must be a finite vector [D]; got shape {tuple(log_var.shape)}")
+        self.register_buffer("log_var", log_var.detach().to(torch.float32).clone())
+
+    def skip(self, y_t: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(skip, c_in, c_out)``, each ``[B, D]``: the Gaussian term and the two scales."""
+        log_var = self.log_var.to(y_t.dtype)
+        alpha2, sigma2 = torch.sigmoid(-gamma), torch.sigmoid(gamma)
+        c = alpha2 * log_var.exp() + sigma2
+        return sigma2.sqrt() * y_t / c, c.rsqrt(), torch.sigmoid(log_var - gamma).sqrt()
 
     def forward(self, y_t: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        if y_t.ndim != 2:
-            raise ValueError(f"expected y_t of shape [B, D], got {list(y_t.shape)}")
+        if y_t.ndim != 2 or y_t.shape[-1] != self.log_var.shape[0]:
+            raise ValueError(f"expected y_t of shape [B, {self.log_var.shape[0]}], got {list(y_t.shape)}")
         if gamma.shape != y_t.shape:
             raise ValueError(f"gamma must have the shape of y_t {list(y_t.shape)}, got {list(gamma.shape)}")
+        skip, c_in, c_out = self.skip(y_t, gamma)
+        return skip + c_out * self.residual(c_in * y_t, gamma)
+
+    def residual(self, y_in: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """The raw network :math:`F` in whitened component space, ``[B, D] -> [B, D]``."""
         if self.image_shape is None:
-            return self.net(y_t, gamma)
-        B, D = y_t.shape
+            return self.net(y_in, gamma)
+        B, D = y_in.shape
         C, H, W = self.image_shape
         if D != C * H * W:
             raise ValueError(f"D = {D} does not match image_shape {self.image_shape} (C*H*W = {C * H * W})")
-        x_img = self.basis.inverse(y_t).reshape(B, C, H, W)  # whitened data space U^T y
+        x_img = self.basis.inverse(y_in).reshape(B, C, H, W)  # whitened data space U^T y
         out = self.net(x_img, gamma)  # [B, C, H, W]
         return self.basis.forward(out.reshape(B, D))  # [B, D]
 
 
-def build_net(kind: str, shape: Sequence[int], **kwargs: Any) -> nn.Module:
+def build_net(kind: str, shape: Sequence[int], *, seed: int = 0,
+              generator: torch.Generator | None = None, **kwargs: Any) -> nn.Module:
     """Build a noise-state-conditioned network for data of shape (C, H, W).
 
     kind "unet": `UNet(C, (H, W), cond_dim=C*H*W, **kwargs)`;
     kind "mlp": `MLP(C*H*W, cond_dim=C*H*W, **kwargs)`.
-    `cond_dim` may be overridden through kwargs. Wrap the result in `EpsNet`
-    to get a denoiser.
+    `cond_dim` may be overridden through kwargs. The weights come from `generator`
+    (default: a CPU generator seeded with `seed`), never from the global RNG: the network is
+    built on the meta device and initialised by :func:`init_weights`. Wrap the result in
+    `EpsNet` to get a denoiser.
     """
     if len(shape) != 3:
         raise ValueError(f"shape must be (C, H, W), got {shape}")
@@ -372,4 +442,7 @@ def build_net(kind: str, shape: Sequence[int], **kwargs: Any) -> nn.Module:
     }
     if kind not in builders:
         raise ValueError(f"unknown network kind {kind!r}; options: {sorted(builders)}")
-    return builders[kind]()
+    with torch.device("meta"):
+        net = builders[kind]()
+    net = net.to_empty(device="cpu")
+    return init_weights(net, generator if generator is not None else torch.Generator().manual_seed(seed))

@@ -69,12 +69,13 @@ def prepare(dataset: str = "digits", basis: str = "pixel", whitened: bool = True
     return Setup(tr, te, b, prior, y_tr, y_te)
 
 
-def build_model(kind: str, setup: Setup, **net_kwargs: Any) -> EpsNet:
-    """A noise-state-conditioned network wrapped as an epsilon predictor in whitened
-    components: a U-Net sees ``U^T y`` in image layout, an MLP sees ``y``."""
-    net = build_net(kind, setup.shape, **net_kwargs)
+def build_model(kind: str, setup: Setup, *, seed: int = 0, **net_kwargs: Any) -> EpsNet:
+    """A noise-state-conditioned network (weights from ``seed``) wrapped as a preconditioned
+    epsilon predictor in whitened components (:class:`gud.nets.EpsNet`): a U-Net sees
+    ``U^T y`` in image layout, an MLP sees ``y``."""
+    net = build_net(kind, setup.shape, seed=seed, **net_kwargs)
     basis = _float_basis(setup.basis)
-    return EpsNet(net, basis, image_shape=setup.shape if kind == "unet" else None)
+    return EpsNet(net, basis, setup.prior.log_var, image_shape=setup.shape if kind == "unet" else None)
 
 
 def _float_basis(basis: Basis) -> Basis:
@@ -111,7 +112,8 @@ def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: 
     error over examples, and the share of each term of the bound."""
     g = torch.Generator().manual_seed(seed)
     prior = setup.prior.to(device)
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     terms = []
     for i in range(0, len(setup.test), batch):
         e = elbo(model, setup.y_test[i:i + batch].to(device), schedule, params=params, generator=g,
@@ -130,7 +132,8 @@ def generate(model, setup: Setup, schedule: Schedule, n: int, *, params=None, st
              progress: bool = False, callback=None) -> Tensor:
     """``n`` samples decoded to data space ``[n, D]``, clipped to [-1, 1]."""
     g = torch.Generator().manual_seed(seed)
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     y = sample(model, schedule, n, method=method, steps=steps, params=params, generator=g, device=device,
                condition=condition, progress=progress, callback=callback)
     return setup.prior.decode(y.double().cpu()).clamp(-1, 1).float()

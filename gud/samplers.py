@@ -1,7 +1,11 @@
 r"""Samplers for the reverse process, in whitened component space.
 
 Each sampler integrates from ``t = 1`` (``y ~ N(0, I)``) to ``t = 0`` over a time
-grid, calling a denoiser ``eps_model(y_t [B, D], gamma [B, D]) -> eps_hat``.
+grid, calling a denoiser ``eps_model(y_t [B, D], gamma [B, D]) -> eps_hat``.  A
+``callback(info)`` sees, before every step ``i``, a dict with the step ``i``, its time ``t``,
+the state ``y`` at ``t``, the denoiser's ``eps`` there and the clean prediction
+``denoised`` :math:`\hat y_0 = (y_t - \sigma_t\hat\varepsilon)/\alpha_t` (no extra network
+evaluation; k-diffusion's convention).
 With :math:`\beta_i = \sigma_i^2\gamma_i'` and score :math:`-\hat\varepsilon/\sigma`:
 
 * :func:`euler_maruyama` -- reverse SDE
@@ -83,7 +87,7 @@ class _Stepper:
 
     def finish(self, y: Tensor, st0: NoiseState, denoise: bool) -> Tensor:
         if denoise:
-            y = (y - st0.sigma * self.eps(y, st0)) / st0.alpha
+            y = st0.denoised(y, self.eps(y, st0))
         if self.mask is not None:
             y = torch.where(self.mask, self.known, y)
         return y
@@ -99,10 +103,11 @@ def _loop(update: Callable, eps_model, schedule, y, grid, params, generator, con
         for i in tqdm(range(len(grid) - 1), disable=not progress, desc="sampling", leave=False):
             t, s = float(grid[i]), float(grid[i + 1])
             st_s = stp.state(s)
+            y_t = y
             y, eps = update(stp, y, t, s, st_t, st_s, last=(i == len(grid) - 2))
-            y = stp.impose(y, st_s)
             if callback is not None:
-                callback(i, s, y, eps)
+                callback({"i": i, "t": t, "y": y_t, "eps": eps, "denoised": st_t.denoised(y_t, eps)})
+            y = stp.impose(y, st_s)
             st_t = st_s
         return stp.finish(y, st_t, denoise_final)
 
@@ -131,7 +136,7 @@ def _heun_update(stp, y, t, s, st_t, st_s, last):
 def _make_ddim_update(eta: float):
     def update(stp, y, t, s, st_t, st_s, last):
         eps = stp.eps(y, st_t)
-        y0 = (y - st_t.sigma * eps) / st_t.alpha
+        y0 = st_t.denoised(y, eps)
         var = (eta ** 2) * st_s.sigma ** 2 * (-torch.expm1(st_s.gamma - st_t.gamma)).clamp_min(0)
         y = st_s.alpha * y0 + (st_s.sigma ** 2 - var).clamp_min(0).sqrt() * eps
         if eta > 0:

@@ -77,6 +77,14 @@ class NoiseState:
         """:math:`\\log \\mathrm{SNR}_i = \\log v_i - \\gamma_i`."""
         return log_var.to(self.gamma) - self.gamma
 
+    def denoised(self, y: Tensor, eps: Tensor) -> Tensor:
+        """The clean prediction :math:`\\hat y_0 = (y_t - \\sigma\\hat\\varepsilon)/\\alpha`, ``[B, D]``."""
+        return (y - self.sigma * eps) / self.alpha
+
+    def score(self, eps: Tensor) -> Tensor:
+        """The score :math:`\\nabla\\log p(y_t) = -\\hat\\varepsilon/\\sigma`, ``[B, D]``."""
+        return -eps / self.sigma
+
 
 class Schedule:
     """Base class: ``gamma(t, params) -> [B, D]`` for ``t [B]`` in [0, 1] (0 clean).
@@ -121,6 +129,10 @@ def _check_t(t: Tensor | float) -> Tensor:
         raise ValueError(f"t must be a scalar or a vector [B]; got shape {tuple(t.shape)}")
     if not torch.is_floating_point(t):
         t = t.to(torch.get_default_dtype())
+    p = fwAD.unpack_dual(t).primal
+    outside = torch.isnan(p) | (p < 0) | (p > 1)
+    if bool(outside.any()):
+        raise ValueError(f"t must lie in [0, 1] (0 clean, 1 noise); got {p[outside][:3].tolist()}")
     return t
 
 
@@ -169,44 +181,59 @@ class VPSchedule(Schedule):
 
 
 class SoftConditioningSchedule(Schedule):
-    r"""GUD's soft-conditioning (linear) schedule, written in the true SNR.
+    r"""GUD's soft-conditioning (linear) schedule.
 
-    With effective :math:`\tilde\gamma_i = \gamma_i - \log v_i = -\log\mathrm{SNR}_i`,
-    ordering labels :math:`l_{k,i}` (``labels [K, D]``: e.g. one row of variance
-    labels, or a row of wavelet scales and a row of columns) and inverse
-    softnesses :math:`a_k` (``params [B, K]``), the combined label is
-    :math:`L_i = \sum_k a_k l_{k,i}` and
+    Ordering labels :math:`l_{k,i}` (``labels [K, D]``: e.g. one row of variance labels, or a
+    row of wavelet scales and a row of columns) and inverse softnesses :math:`a_k`
+    (``params [B, K]``) give the combined label :math:`L_i = \sum_k a_k l_{k,i}`.  All
+    components share one slope; a higher label means a lower SNR at every time (noised
+    earlier, generated later).  ``a = 0``: equal SNR; variance labels
+    :math:`l_i = -\log\Sigma_i` and ``a = 1``: standard diffusion; ``a -> inf``:
+    autoregressive in label order.  ``log_var [D]`` is the prior's :math:`\log v_i`
+    (:math:`v_i = \Sigma_i/s_i^2`), which links the process :math:`\gamma_i` to the true
+    :math:`\tilde\gamma_i = \gamma_i - \log v_i = -\log\mathrm{SNR}_i`.
 
-    .. math::
-       \tilde\gamma_i(t) = \tilde\gamma_{denoise} + (L_i - L_{max})
-          + t\,\big(\tilde\gamma_{noise} - \tilde\gamma_{denoise} + L_{max} - L_{min}\big).
+    Two conventions fix the absolute end points (``endpoints``):
 
-    The highest-label component starts at :math:`\tilde\gamma_{denoise}` at t = 0,
-    the lowest-label one reaches :math:`\tilde\gamma_{noise}` at t = 1, and all
-    share one slope.  With ``K = 1`` this is the paper's
-    :math:`\tilde\gamma_{min,i} = \tilde\gamma_{denoise} + a(l_i - l_{max})`.
-    ``a = 0``: equal true SNR; variance labels :math:`l_i = -\log\Sigma_i` and
-    ``a = 1``: standard diffusion; ``a -> inf``: autoregressive in label order.
+    * ``"snr"`` (the paper's equation): the end points are set in the true SNR,
 
-    ``log_var [D]`` is the prior's :math:`\log v_i`; the process
-    :math:`\gamma_i = \tilde\gamma_i + \log v_i` then gives whitened and
-    unwhitened priors the same SNR paths.  ``param_map`` (optional) maps user
-    parameters ``[B, P]`` (e.g. ``(a, r)``) to the weights ``[B, K]``;
-    ``param_range [P, 2]`` is the training range sampled by :meth:`sample_params`.
+      .. math::
+         \tilde\gamma_i(t) = \tilde\gamma_{denoise} + (L_i - L_{max})
+            + t\,\big(\tilde\gamma_{noise} - \tilde\gamma_{denoise} + L_{max} - L_{min}\big),
 
-    ``clip=True`` clips :math:`\tilde\gamma_i(t)` to
-    :math:`[\tilde\gamma_{denoise}, \tilde\gamma_{noise}]`: a component waits fully noised
-    until its ramp enters the interval, rises with the common slope, and waits denoised
-    afterwards (the clipped variant of the official code, with this schedule's slope).  The
-    order and overlap of the active windows are unchanged, but large ``a`` no longer drives
-    components far below the quantisation bin at t = 0 (where the ELBO charges the network's
-    error with the full weight :math:`\gamma'`) or makes :math:`\alpha` underflow at t = 1.
+      so the highest-label component has true SNR :math:`e^{-\tilde\gamma_{denoise}}` at
+      t = 0 and the lowest-label one :math:`e^{-\tilde\gamma_{noise}}` at t = 1, whatever
+      the prior: whitened and unwhitened priors follow the same SNR paths.
+    * ``"process"`` (the released code's ``variance_adjusted_schedule``): the same formula
+      for the *process* :math:`\gamma_i` with labels :math:`L_i + \log v_i`, so that the
+      process :math:`\gamma` spans :math:`[\gamma_{denoise}, \gamma_{noise}]`.  Same relative
+      offsets and common slope, other absolute end points: with the white-noise prior at
+      ``a = 1`` every component follows one :math:`\gamma(t)` from -7 to 3, and the
+      smallest-variance component ends at true SNR :math:`\Sigma_{min} e^{7}`.  With the
+      whitened prior (:math:`v_i = 1`) the two conventions coincide.
+
+    ``clip=True`` clips the quantity the end points are set in (:math:`\tilde\gamma` for
+    ``"snr"``, :math:`\gamma` for ``"process"``) to :math:`[\gamma_{denoise}, \gamma_{noise}]`:
+    a component waits fully noised until its ramp enters the interval, rises with the
+    common slope and waits denoised afterwards.  The order and overlap of the active
+    windows are unchanged, but large ``a`` no longer drives components far below the
+    quantisation bin at t = 0 or makes :math:`\alpha` underflow at t = 1.
+
+    ``param_map`` (optional) maps user parameters ``[B, P]`` (e.g. ``(a, r)``) to the
+    weights ``[B, K]``; ``param_range [P, 2]`` is the training range sampled by
+    :meth:`sample_params`.
     """
+
+    ENDPOINTS = ("snr", "process")
 
     def __init__(self, labels: Tensor, log_var: Tensor, a: float | Tensor = 1.0,
                  gamma_denoise: float = -7.0, gamma_noise: float = 3.0,
                  param_range: Tensor | None = None,
-                 param_map: Callable[[Tensor], Tensor] | None = None, clip: bool = False):
+                 param_map: Callable[[Tensor], Tensor] | None = None, clip: bool = False,
+                 endpoints: str = "snr"):
+        if endpoints not in self.ENDPOINTS:
+            raise ValueError(f"endpoints must be one of {self.ENDPOINTS}; got {endpoints!r}")
+        self.endpoints = endpoints
         labels = torch.as_tensor(labels, dtype=torch.float64)
         if labels.ndim == 1:
             labels = labels[None]
@@ -257,17 +284,21 @@ class SoftConditioningSchedule(Schedule):
     def effective_gamma(self, t: Tensor, params: Tensor | None = None) -> Tensor:
         """:math:`\\tilde\\gamma_i(t) = -\\log\\mathrm{SNR}_i(t)`, shape ``[B, D]``."""
         t = _check_t(t)
-        w = self.weights(params, t.shape[0]).to(t.dtype)
-        lab = w @ self.labels.to(t.dtype)  # [B, D]
-        lmax, lmin = lab.amax(-1, keepdim=True), lab.amin(-1, keepdim=True)
-        g_min = self.gamma_denoise + (lab - lmax)
-        delta = self.gamma_noise - self.gamma_denoise + (lmax - lmin)
-        g = g_min + t[:, None] * delta
-        return g.clamp(self.gamma_denoise, self.gamma_noise) if self.clip else g
+        return self.gamma(t, params) - self.log_var.to(t.dtype)
 
     def gamma(self, t: Tensor, params: Tensor | None = None) -> Tensor:
         t = _check_t(t)
-        return self.effective_gamma(t, params) + self.log_var.to(t.dtype)
+        w = self.weights(params, t.shape[0]).to(t.dtype)
+        lab = w @ self.labels.to(t.dtype)  # [B, D]
+        log_var = self.log_var.to(t.dtype)
+        if self.endpoints == "process":
+            lab = lab + log_var
+        lmax, lmin = lab.amax(-1, keepdim=True), lab.amin(-1, keepdim=True)
+        slope = self.gamma_noise - self.gamma_denoise + (lmax - lmin)
+        g = self.gamma_denoise + (lab - lmax) + t[:, None] * slope
+        if self.clip:
+            g = g.clamp(self.gamma_denoise, self.gamma_noise)
+        return g if self.endpoints == "process" else g + log_var
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:
         if self.param_range is None:
@@ -281,11 +312,13 @@ class SequentialSchedule(Schedule):
     r"""Clipped sequential schedule (the official code's rows/columns variant).
 
     Each component waits at :math:`\tilde\gamma_{denoise}` until its offset
-    :math:`\tau_i = (1-w)(l_i - l_{min})/(l_{max} - l_{min})`, rises with the
+    :math:`\tau_i = (1-w)(l_{max} - l_i)/(l_{max} - l_{min})`, rises with the
     common slope :math:`(\tilde\gamma_{noise}-\tilde\gamma_{denoise})/w` and is
     clipped at :math:`\tilde\gamma_{noise}`; ``w`` in (0, 1] is the fraction of
     time each component is active (``w = 1``: all together; small ``w``:
-    autoregressive).  Written in the true SNR like the soft-conditioning schedule.
+    autoregressive).  Written in the true SNR like the soft-conditioning schedule, and with
+    its label convention: a higher label is noised earlier and generated later (the
+    released code's sequential schedule uses the opposite sign of the offsets).
     """
 
     def __init__(self, labels: Tensor, log_var: Tensor, width: float = 0.5,
@@ -294,7 +327,7 @@ class SequentialSchedule(Schedule):
         if not 0 < width <= 1:
             raise ValueError(f"width must be in (0, 1]; got {width}")
         span = (labels.max() - labels.min()).clamp_min(1e-12)
-        self.offset = (1 - width) * (labels - labels.min()) / span
+        self.offset = (1 - width) * (labels.max() - labels) / span
         self.log_var = torch.as_tensor(log_var, dtype=torch.float64)
         self.dim, self.width = labels.numel(), float(width)
         self.gamma_denoise, self.gamma_noise = float(gamma_denoise), float(gamma_noise)

@@ -115,9 +115,7 @@ def train_family(setup: Setup, schedule: Schedule, *, net: str = "mlp", net_kwar
                  checkpoint=None, **train_kwargs: Any) -> TrainedNet:
     """Build a network (weights initialised from ``seed``) and train it on ``setup.y_train``
     under ``schedule``; a family's parameters are drawn per example from its range."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(net, setup, **(net_kwargs or {}))
+    model = build_model(net, setup, seed=seed, **(net_kwargs or {}))
     res = fit(model, schedule, setup.y_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
               device=device, checkpoint=checkpoint, progress=False, **train_kwargs)
     final = res.loss_history[-1][1] if res.loss_history else float("nan")
@@ -182,20 +180,19 @@ def denoised_trajectory(model, setup: Setup, schedule: Schedule, *, params=None,
     along one deterministic (DDIM) generation, at the grid times nearest ``times``:
     ``[len(times), n, D]`` in data space. It shows which components are settled first."""
     pp = _as_params(params)
-    grid_times = np.linspace(1.0, 0.0, steps + 1)[1:]  # times after each step
-    wanted = {int(np.argmin(np.abs(grid_times - t))): k for k, t in enumerate(times)}
+    grid_times = np.linspace(1.0, 0.0, steps + 1)[:-1]  # the times before each step
+    wanted = {int(np.argmin(np.abs(grid_times - t))): k for k, t in enumerate(times) if t > 0}
     out: list[np.ndarray | None] = [None] * len(times)
 
-    def callback(i, s, y, eps):
-        if i in wanted:
-            st = schedule.state(torch.full((y.shape[0],), float(s), dtype=torch.float64), pp)
-            gamma = st.gamma.to(y.device, y.dtype)
-            alpha, sigma = torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
-            y0 = (y - sigma * model(y, gamma)) / alpha
-            out[wanted[i]] = setup.prior.decode(y0.double().cpu()).clamp(-1, 1).float().numpy()
+    def callback(info):
+        if info["i"] in wanted:
+            out[wanted[info["i"]]] = setup.prior.decode(info["denoised"].double().cpu()).clamp(-1, 1).float().numpy()
 
-    generate(model, setup, schedule, n, params=pp, steps=steps, method="ddim", seed=seed, device=device,
-             callback=callback)
+    final = generate(model, setup, schedule, n, params=pp, steps=steps, method="ddim", seed=seed, device=device,
+                     callback=callback)
+    for k, t in enumerate(times):
+        if t <= 0:
+            out[k] = final.numpy()
     if any(o is None for o in out):
         raise ValueError("two requested times map to the same grid step; use more steps")
     return np.stack(out)  # type: ignore[arg-type]

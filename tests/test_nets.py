@@ -102,35 +102,74 @@ def test_build_net_unknown_kind():
         build_net("transformer", (1, 8, 8))
 
 
-def test_epsnet_identity_equals_net():
-    torch.manual_seed(0)
-    net = _tiny_unet(1, 8, 8)
+def test_epsnet_residual_identity_equals_net():
+    net = build_net("unet", (1, 8, 8), base_channels=8, cond_embed_dim=16)
     _randomise_output(net)
-    eps = EpsNet(net, IdentityBasis(), image_shape=(1, 8, 8))
+    eps = EpsNet(net, IdentityBasis(), torch.zeros(64), image_shape=(1, 8, 8))
     y, gamma = torch.randn(2, 64), torch.randn(2, 64)
-    assert torch.allclose(eps(y, gamma), net(y.reshape(2, 1, 8, 8), gamma).reshape(2, 64))
+    assert torch.allclose(eps.residual(y, gamma), net(y.reshape(2, 1, 8, 8), gamma).reshape(2, 64))
 
 
 def test_epsnet_orthogonal_basis_commutes():
-    torch.manual_seed(0)
     c, h, w = 2, 4, 6
     d = c * h * w
-    net = _tiny_unet(c, h, w)
+    net = build_net("unet", (c, h, w), base_channels=8, cond_embed_dim=16)
     _randomise_output(net)
     basis = RandomOrthogonalBasis(d)
-    eps = EpsNet(net, basis, image_shape=(c, h, w))
+    eps = EpsNet(net, basis, torch.zeros(d), image_shape=(c, h, w))
     assert "basis.U" in dict(eps.named_buffers())  # registered: moves with .to(device)
     y, gamma = torch.randn(3, d), torch.randn(3, d)
     U = basis.U
     expected = net((y @ U).reshape(3, c, h, w), gamma).reshape(3, d) @ U.T  # U (net(U^T y))
-    assert torch.allclose(eps(y, gamma), expected, atol=1e-5)
+    assert torch.allclose(eps.residual(y, gamma), expected, atol=1e-5)
 
 
-def test_epsnet_flat_mlp():
-    net = MLP(6, cond_dim=6, hidden=16, depth=1, cond_embed_dim=8)
+def test_epsnet_preconditioning_formula():
+    d = 6
+    net = MLP(d, cond_dim=d, hidden=16, depth=1, cond_embed_dim=8)
     _randomise_output(net)
-    eps = EpsNet(net, RandomOrthogonalBasis(6))
-    y, gamma = torch.randn(2, 6), torch.randn(2, 6)
-    assert torch.equal(eps(y, gamma), net(y, gamma))
+    log_v = torch.linspace(-3, 2, d)
+    eps = EpsNet(net, RandomOrthogonalBasis(d), log_v)
+    y, gamma = torch.randn(5, d), 4 * torch.randn(5, d)
+    a2, s2, v = torch.sigmoid(-gamma), torch.sigmoid(gamma), log_v.exp()
+    c = a2 * v + s2
+    expected = s2.sqrt() * y / c + (a2 * v / c).sqrt() * net(y / c.sqrt(), gamma)
+    torch.testing.assert_close(eps(y, gamma), expected)
     with pytest.raises(ValueError, match="gamma"):
         eps(y, gamma[:, :5])
+    with pytest.raises(ValueError, match="log_var"):
+        EpsNet(net, RandomOrthogonalBasis(d), torch.full((d,), float("nan")))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+@pytest.mark.parametrize("whitened", [True, False])
+def test_untrained_epsnet_is_the_diagonal_gaussian_denoiser(kind, whitened):
+    """Zero output layer: the wrapper alone is E[eps | y_t] for independent Gaussian components."""
+    from gud.oracle import GaussianOracle
+
+    c, h, w = 1, 4, 4
+    d = c * h * w
+    kw = {"base_channels": 8} if kind == "unet" else {"hidden": 16}
+    net = build_net(kind, (c, h, w), cond_embed_dim=8, **kw)
+    g = torch.Generator().manual_seed(0)
+    var = torch.ones(d) if whitened else torch.exp(torch.linspace(-6, 1, d))
+    eps = EpsNet(net, RandomOrthogonalBasis(d), var.log(), image_shape=(c, h, w) if kind == "unet" else None)
+    oracle = GaussianOracle(torch.zeros(d), torch.diag(var.double()))
+    gamma = torch.linspace(-12, 12, 7)[:, None].repeat(1, d) + torch.linspace(-1, 1, d)
+    y = torch.randn(7, d, generator=g) * (torch.sigmoid(-gamma) * var + torch.sigmoid(gamma)).sqrt()
+    torch.testing.assert_close(eps(y, gamma), oracle(y, gamma), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_build_net_seeded_not_global_rng(kind):
+    kw = {"base_channels": 8} if kind == "unet" else {"hidden": 16}
+    torch.manual_seed(123)
+    a = build_net(kind, (1, 8, 8), seed=3, **kw)
+    torch.rand(17)  # disturb the global RNG
+    state = torch.random.get_rng_state()
+    b = build_net(kind, (1, 8, 8), seed=3, **kw)
+    assert torch.equal(state, torch.random.get_rng_state())  # building drew nothing from it
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), n
+    c = build_net(kind, (1, 8, 8), seed=4, **kw)
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))

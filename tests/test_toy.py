@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gud import toy as T
+from gud import gaussian as T
 from gud.likelihood import elbo
 from gud.oracle import gaussian_nll
 from gud.samplers import sample
@@ -146,7 +146,11 @@ def test_trajectory_recorder():
     out = sample(tt.oracle, sch, 3, method="ddim", steps=20, generator=torch.Generator().manual_seed(0),
                  dtype=torch.float64, callback=rec)
     assert rec.times.shape == (20,) and rec.states.shape == (20, 3, D)
-    assert float(rec.times[-1]) == 0.0
-    y0hat = rec.denoised(tt.oracle, sch)
+    assert float(rec.times[0]) == 1.0 and abs(float(rec.times[-1]) - 0.05) < 1e-12
+    y0hat = rec.denoised
     assert y0hat.shape == (20, 3, D)
-    assert torch.allclose(y0hat[-1], out, atol=1e-10)  # the sampler's final denoising step
+    for k in (0, 7, 19):  # the recorded prediction is the oracle's at the recorded state
+        g = sch.gamma(torch.full((3,), float(rec.times[k]), dtype=torch.float64))
+        a, s = torch.sigmoid(-g).sqrt(), torch.sigmoid(g).sqrt()
+        torch.testing.assert_close(y0hat[k], (rec.states[k] - s * tt.oracle(rec.states[k], g)) / a)
+    assert (y0hat[-1] - out).abs().max() < (y0hat[0] - out).abs().max()  # it converges to the sample

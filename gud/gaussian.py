@@ -363,16 +363,19 @@ def expected_elbo(oracle: GaussianOracle, schedule: Schedule, *, model: Gaussian
 
 
 class TrajectoryRecorder:
-    """A ``callback`` for :func:`gud.samplers.sample` that keeps the time and the state
-    ``y_s`` after every step (copies, on the CPU): ``times [S]`` and ``states [S, B, D]``."""
+    """A ``callback`` for :func:`gud.samplers.sample` that keeps, before every step, the time
+    ``t``, the state ``y_t`` and the denoiser's clean prediction :math:`\\hat y_0` (copies, on
+    the CPU, float64): ``times [S]``, ``states [S, B, D]``, ``denoised [S, B, D]``."""
 
     def __init__(self):
         self._t: list[float] = []
         self._y: list[Tensor] = []
+        self._y0: list[Tensor] = []
 
-    def __call__(self, i: int, s: float, y: Tensor, eps: Tensor) -> None:
-        self._t.append(float(s))
-        self._y.append(y.detach().to("cpu", torch.float64).clone())
+    def __call__(self, info: dict) -> None:
+        self._t.append(float(info["t"]))
+        self._y.append(info["y"].detach().to("cpu", torch.float64).clone())
+        self._y0.append(info["denoised"].detach().to("cpu", torch.float64).clone())
 
     @property
     def times(self) -> Tensor:
@@ -382,16 +385,9 @@ class TrajectoryRecorder:
     def states(self) -> Tensor:
         return torch.stack(self._y)
 
-    def denoised(self, oracle: GaussianOracle, schedule: Schedule, params=None) -> Tensor:
-        r"""The oracle's :math:`\hat y_0 = \mathbb E[y_0\mid y_s] = (y_s - \sigma_s\hat\varepsilon)/\alpha_s`
-        along the trajectory, ``[S, B, D]``."""
-        out = []
-        for s, y in zip(self._t, self._y):
-            g = schedule.gamma(torch.full((y.shape[0],), s, dtype=torch.float64), params).to(torch.float64)
-            alpha, sigma = alpha_sigma(g)
-            out.append((y - sigma * oracle(y, g)) / alpha)
-        return torch.stack(out)
-
+    @property
+    def denoised(self) -> Tensor:
+        return torch.stack(self._y0)
 
 
 # ------------------------------------------------------------------ the chapter's computations
@@ -437,7 +433,7 @@ def compute_structure(cfg: dict) -> tuple[dict, dict]:
         sample(toy.oracle, sch, 1, method=tr["method"], steps=tr["steps"], generator=gen,
                dtype=torch.float64, callback=rec)
         arrays[f"traj_times_a{a:g}"] = rec.times
-        arrays[f"traj_y0hat_a{a:g}"] = rec.denoised(toy.oracle, sch)[:, 0]
+        arrays[f"traj_y0hat_a{a:g}"] = rec.denoised[:, 0]
         arrays[f"traj_tau_a{a:g}"] = decision_times(k, sch, threshold=thr, n_grid=cfg["time_grid"])
     metrics = {"middle_component": mid,
                "ar_limit_explained_by_past": float(1 - ar_var / k[mid, mid]),
