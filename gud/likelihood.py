@@ -42,19 +42,21 @@ from .diffusion import add_noise
 from .prior import Prior
 from .schedules import Schedule, alpha_sigma
 
-__all__ = ["ELBO", "elbo", "bits_per_dim", "BIN_WIDTH_8BIT"]
+__all__ = ["ELBO", "elbo", "bits_per_dim", "summarize_bits", "BIN_WIDTH_8BIT"]
 
 BIN_WIDTH_8BIT = 2.0 / 255.0
 
 
 @dataclass
 class ELBO:
-    """Per-example terms of the bound, in nats (each ``[B]``)."""
+    """Per-example terms of the bound, in nats (each ``[B]``), and the ``n_time_samples``
+    independent Monte-Carlo replicates of the total (``replicates [B, K]``)."""
 
     prior: Tensor
     diffusion: Tensor
     reconstruction: Tensor
     log_det: Tensor
+    replicates: Tensor  # [B, K] total per replicate (replicate k: its own stratified times and noise)
     dim: int
     decoder: str
     n_time_samples: int
@@ -68,17 +70,34 @@ class ELBO:
         return bits_per_dim(self.total, self.dim, BIN_WIDTH_8BIT if dequantized_8bit else None)
 
     def summary(self, dequantized_8bit: bool = False) -> dict[str, float]:
-        """Mean bits/dim, its standard error over examples and the mean of each term
-        (nats per dimension)."""
-        b = self.bpd(dequantized_8bit).double()
-        n = b.numel()
-        out = {"bpd": float(b.mean()), "bpd_stderr": float(b.std() / math.sqrt(n)) if n > 1 else float("nan"),
-               "n_examples": n, "n_time_samples": self.n_time_samples, "decoder": self.decoder}
-        for k in ("prior", "diffusion", "reconstruction", "log_det"):
-            out[f"{k}_nats_per_dim"] = float(getattr(self, k).double().mean() / self.dim)
-        return out
+        """Mean bits/dim and the mean of each term (nats per dimension), with two standard errors:
+
+        * ``bpd_stderr``: the Monte-Carlo error of the estimate for *these* examples, from the
+          spread of the ``K`` independent replicates (``std / sqrt(K)``; NaN for ``K = 1``);
+          what differs between two evaluations of the same data with different seeds;
+        * ``bpd_stderr_data``: the standard error over examples (``std / sqrt(B)``), which
+          also contains the variation of the data: the error of the estimate of the
+          population mean from this test set.
+        """
+        extra = BIN_WIDTH_8BIT if dequantized_8bit else None
+        return summarize_bits(bits_per_dim(self.replicates, self.dim, extra),
+                              {k: getattr(self, k) / self.dim for k in ("prior", "diffusion", "reconstruction", "log_det")},
+                              decoder=self.decoder)
 
 
+def summarize_bits(bits: Tensor, terms: dict[str, Tensor] | None = None, **extra) -> dict[str, float]:
+    """Summary of per-example, per-replicate bits/dim ``bits [N, K]`` (see :meth:`ELBO.summary`);
+    ``terms`` are per-example values ``[N]`` whose means are reported as ``<name>_per_dim``."""
+    bits = bits.double()
+    n, k = bits.shape
+    per_example, per_replicate = bits.mean(1), bits.mean(0)
+    out = {"bpd": float(per_example.mean()),
+           "bpd_stderr": float(per_replicate.std() / math.sqrt(k)) if k > 1 else float("nan"),
+           "bpd_stderr_data": float(per_example.std() / math.sqrt(n)) if n > 1 else float("nan"),
+           "n_examples": n, "n_time_samples": k, **extra}
+    for name, v in (terms or {}).items():
+        out[f"{name}_per_dim"] = float(v.double().mean())
+    return out
 def bits_per_dim(nats: Tensor, dim: int, bin_width: float | None = None) -> Tensor:
     """``nats / (D log 2)``; with ``bin_width`` adds ``-log(bin_width)`` per dimension
     (a continuous density on uniformly dequantised data bounds the discrete NLL)."""
@@ -101,20 +120,31 @@ def elbo(eps_model, y0: Tensor, schedule: Schedule, *, params=None, generator: t
          bin_width: float = BIN_WIDTH_8BIT, x: Tensor | None = None) -> ELBO:
     """The bound for each example of ``y0 [B, D]`` (whitened components).
 
-    The diffusion term is a Monte-Carlo estimate with ``n_time_samples``
-    stratified times per example (its spread over examples is reported by
-    :meth:`ELBO.summary`).  ``prior`` is needed for the log-determinant
-    (``decoder="gaussian"``) and for the pixel-space decoder
-    (``decoder="discretized"``, which also needs the 8-bit data ``x [B, D]`` or
-    reconstructs it as ``prior.decode(y0)``).
+    The diffusion term (and, for ``decoder="discretized"``, the reconstruction term, which
+    samples :math:`z_0`) is estimated by Monte Carlo with ``n_time_samples`` independent
+    replicates: replicate ``k`` gives example ``i`` the time :math:`(u_k + i/B) \bmod 1`
+    (stratified across the batch, a fresh uniform offset :math:`u_k` per replicate) and its
+    own noise.  The replicates give an honest Monte-Carlo standard error
+    (:meth:`ELBO.summary`).  ``prior`` is needed for the log-determinant
+    (``decoder="gaussian"``) and for the pixel-space decoder (``decoder="discretized"``,
+    which also needs the quantised data ``x [B, D]`` or reconstructs it as
+    ``prior.decode(y0)``).  ``generator`` defaults to a CPU generator seeded with 0.
     """
     if decoder not in ("gaussian", "discretized"):
         raise ValueError(f"decoder must be 'gaussian' or 'discretized'; got {decoder!r}")
+    if int(n_time_samples) < 1:
+        raise ValueError(f"n_time_samples must be >= 1; got {n_time_samples}")
     if y0.ndim != 2 or y0.shape[1] != schedule.dim:
         raise ValueError(f"y0 must be [B, D] with D={schedule.dim}; got {tuple(y0.shape)}")
+    if y0.shape[0] == 0:
+        raise ValueError("y0 is empty: need at least one example")
     if not torch.isfinite(y0).all():
         raise ValueError("y0 contains NaN or infinite values")
+    if decoder == "discretized" and prior is None:
+        raise ValueError("the discretized decoder needs the prior (basis, mean and scale)")
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
     b, d = y0.shape
+    k_rep = int(n_time_samples)
     dev, dt = y0.device, y0.dtype
     ones = torch.ones(b, dtype=torch.float64)
 
@@ -123,35 +153,34 @@ def elbo(eps_model, y0: Tensor, schedule: Schedule, *, params=None, generator: t
     a1, s1 = alpha_sigma(g1)
     prior_kl = 0.5 * (s1 ** 2 + a1 ** 2 * y0 ** 2 - 1 - torch.log(s1 ** 2)).sum(-1)
 
-    # diffusion term: stratified times, n_time_samples per example
-    diff = torch.zeros(b, dtype=dt, device=dev)
-    u = torch.rand((), generator=generator, dtype=torch.float64)
-    with torch.no_grad():
-        for k in range(n_time_samples):
-            t = (u + (torch.arange(b, dtype=torch.float64) * n_time_samples + k) / (b * n_time_samples)) % 1.0
-            st = schedule.state(t, params)
-            gamma, gdot = st.gamma.to(dev, dt), st.gamma_dot.to(dev, dt)
-            y_t, eps = add_noise(y0, gamma, generator)
-            eps_hat = eps_model(y_t, gamma)
-            diff += 0.5 * (gdot * (eps - eps_hat) ** 2).sum(-1)
-    diff = diff / n_time_samples
-
-    # reconstruction at t = 0
     g0 = schedule.gamma(0 * ones, params).to(dev, dt)
     if decoder == "gaussian":
-        recon = 0.5 * (math.log(2 * math.pi) + g0 + 1).sum(-1)
         log_det = (prior.log_det if prior is not None else torch.zeros(())).to(dev, dt).expand(b)
     else:
-        if prior is None:
-            raise ValueError("the discretized decoder needs the prior (basis, mean and scale)")
+        log_det = torch.zeros(b, dtype=dt, device=dev)
         x = prior.decode(y0) if x is None else x.to(dev, dt)
         a0, s0 = alpha_sigma(g0)
-        z0 = a0 * y0 + s0 * torch.randn(y0.shape, generator=generator, dtype=dt,
-                                        device=generator.device if generator is not None else dev).to(dev)
-        mean = prior.decode(z0 / a0)
         comp_var = prior.scale.to(dev, dt) ** 2 * torch.exp(g0)  # [B, D] per component
         u_sq = prior.basis.matrix(dt).to(dev) ** 2  # [D(components), D(pixels)]
         pix_std = (comp_var @ u_sq).sqrt().clamp_min(1e-6 * bin_width)  # no underflow to 0
-        recon = _discretized_gaussian_nll(x, mean, pix_std, bin_width).sum(-1)
-        log_det = torch.zeros(b, dtype=dt, device=dev)
-    return ELBO(prior_kl, diff, recon, log_det, d, decoder, n_time_samples)
+
+    diff = torch.zeros(b, k_rep, dtype=dt, device=dev)
+    recon = torch.zeros(b, k_rep, dtype=dt, device=dev)
+    strata = torch.arange(b, dtype=torch.float64) / b
+    with torch.no_grad():
+        for k in range(k_rep):
+            u = torch.rand((), generator=generator, dtype=torch.float64, device=generator.device).cpu()
+            st = schedule.state((u + strata) % 1.0, params)
+            gamma, gdot = st.gamma.to(dev, dt), st.gamma_dot.to(dev, dt)
+            y_t, eps = add_noise(y0, gamma, generator)
+            eps_hat = eps_model(y_t, gamma)
+            diff[:, k] = 0.5 * (gdot * (eps - eps_hat) ** 2).sum(-1)
+            # reconstruction at t = 0
+            if decoder == "gaussian":
+                recon[:, k] = 0.5 * (math.log(2 * math.pi) + g0 + 1).sum(-1)
+            else:
+                z0 = a0 * y0 + s0 * torch.randn(y0.shape, generator=generator, dtype=dt,
+                                                device=generator.device).to(dev)
+                recon[:, k] = _discretized_gaussian_nll(x, prior.decode(z0 / a0), pix_std, bin_width).sum(-1)
+    replicates = prior_kl[:, None] + diff + recon + log_det[:, None]
+    return ELBO(prior_kl, diff.mean(1), recon.mean(1), log_det, replicates, d, decoder, k_rep)

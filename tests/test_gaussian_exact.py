@@ -148,9 +148,31 @@ def test_elbo_terms_and_bits_per_dim():
     res = elbo(oracle, y0, sched, generator=torch.Generator().manual_seed(0), decoder="gaussian", prior=prior)
     assert torch.all(res.prior >= 0) and torch.all(res.diffusion >= 0)
     s = res.summary()
-    assert s["n_examples"] == 500 and s["bpd_stderr"] > 0
+    assert s["n_examples"] == 500 and s["bpd_stderr_data"] > 0 and math.isnan(s["bpd_stderr"])  # K = 1
+    assert res.replicates.shape == (500, 1)
     assert math.isclose(float(bits_per_dim(torch.tensor(D * math.log(2)), D)), 1.0)
     assert math.isclose(float(bits_per_dim(torch.tensor(0.0, dtype=F64), D, 2 / 255)), math.log2(127.5))
+
+
+@pytest.mark.parametrize("decoder", ["gaussian", "discretized"])
+def test_elbo_stderr_matches_the_spread_over_seeds(decoder):
+    """The reported (Monte-Carlo) standard error predicts how much the estimate for the same
+    examples moves when only the seed changes: within a factor 1.5."""
+    mean, cov, x, prior, oracle = _setup(whitened=True, basis="pca")
+    sched = SoftConditioningSchedule(-torch.log(prior.var), prior.log_var, a=1.0)
+    xs = x[:300]
+    if decoder == "discretized":  # 8-bit data for the discretised decoder
+        xs = torch.round((xs.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+    y0 = prior.encode(xs)
+    est, se = [], []
+    for seed in range(24):
+        s = elbo(oracle, y0, sched, generator=torch.Generator().manual_seed(seed), n_time_samples=4,
+                 decoder=decoder, prior=prior, x=xs).summary()
+        est.append(s["bpd"])
+        se.append(s["bpd_stderr"])
+    spread = float(torch.tensor(est).std())
+    reported = float(torch.tensor(se).pow(2).mean().sqrt())
+    assert 1 / 1.5 < reported / spread < 1.5, (reported, spread)
 
 
 def test_discretized_decoder_bounds_discrete_data():
@@ -177,6 +199,10 @@ def test_bad_input():
         elbo(oracle, torch.zeros(2, D + 1, dtype=F64), sched)
     with pytest.raises(ValueError, match="decoder"):
         elbo(oracle, torch.zeros(2, D, dtype=F64), sched, decoder="laplace")
+    with pytest.raises(ValueError, match="n_time_samples"):
+        elbo(oracle, torch.zeros(2, D, dtype=F64), sched, n_time_samples=0)
+    with pytest.raises(ValueError, match="empty"):
+        elbo(oracle, torch.zeros(0, D, dtype=F64), sched)
     with pytest.raises(ValueError, match="unknown sampler"):
         sample(oracle, sched, 2, method="rk4")
     with pytest.raises(ValueError, match="eta"):
