@@ -199,9 +199,14 @@ def _streaming_covariance(data: Tensor | Iterable[Tensor], d: int) -> tuple[Tens
     s1 = torch.zeros(d, dtype=torch.float64)
     s2 = torch.zeros(d, d, dtype=torch.float64)
     for xb in batches:
-        xb = torch.as_tensor(xb).reshape(-1, d).to(torch.float64).cpu()
+        xb = torch.as_tensor(xb)
+        if xb.ndim != 2 or xb.shape[1] != d:
+            raise ValueError(f"data must be flat [N, D] with D = C*H*W = {d}; got shape {tuple(xb.shape)}")
+        xb = xb.to(torch.float64).cpu()
         if not torch.isfinite(xb).all():
             raise ValueError("data contains NaN or infinite values")
+        if xb.shape[0] == 0:
+            continue
         if shift is None:
             shift = xb[0].clone()
         xc = xb - shift
@@ -209,7 +214,7 @@ def _streaming_covariance(data: Tensor | Iterable[Tensor], d: int) -> tuple[Tens
         s2 += xc.T @ xc
         n += xb.shape[0]
     if n < 2 or shift is None:
-        raise ValueError("need at least two data points to fit a covariance")
+        raise ValueError(f"need at least two data points to fit a covariance; got {n}")
     m = s1 / n
     cov = (s2 - n * torch.outer(m, m)) / (n - 1)
     return m + shift, 0.5 * (cov + cov.T)

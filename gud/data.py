@@ -336,6 +336,8 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    if limit is not None and int(limit) < 1:
+        raise ValueError(f"limit must be None or >= 1; got {limit}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     root_dir = data_root(root)

@@ -17,9 +17,21 @@ __all__ = ["add_noise", "stratified_times", "EpsLoss"]
 
 
 def add_noise(y0: Tensor, gamma: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Sample ``y_t = alpha * y0 + sigma * eps``; returns ``(y_t, eps)``, both ``[B, D]``."""
+    """Sample ``y_t = alpha * y0 + sigma * eps``; returns ``(y_t, eps)``, both ``[B, D]``.
+
+    NaN or infinite inputs raise ``ValueError`` for tensors on the CPU; on an accelerator the
+    check would synchronise the host every step, so data are checked once where they enter
+    (``gud.train.train``).
+    """
     if y0.shape != gamma.shape:
         raise ValueError(f"y0 {tuple(y0.shape)} and gamma {tuple(gamma.shape)} must both be [B, D]")
+    if y0.device.type == "cpu":
+        if not torch.isfinite(y0).all():
+            raise ValueError("y0 contains NaN or infinite values")
+        if torch.isnan(gamma).any():
+            raise ValueError("gamma contains NaN values")
+    if generator is None:
+        raise ValueError("add_noise needs a torch.Generator (nothing draws from the global RNG)")
     alpha, sigma = alpha_sigma(gamma)
     dev = generator.device if generator is not None else y0.device
     eps = torch.randn(y0.shape, generator=generator, dtype=y0.dtype, device=dev).to(y0.device)
@@ -29,6 +41,8 @@ def add_noise(y0: Tensor, gamma: Tensor, generator: torch.Generator | None = Non
 def stratified_times(n: int, generator: torch.Generator | None = None, device=None,
                      dtype: torch.dtype = torch.float32) -> Tensor:
     """Low-discrepancy times ``t_i = (u + i/n) mod 1`` (VDM), shape ``[n]``."""
+    if generator is None:
+        raise ValueError("stratified_times needs a torch.Generator (nothing draws from the global RNG)")
     u = torch.rand((), generator=generator, dtype=torch.float64)
     t = (u + torch.arange(n, dtype=torch.float64) / n) % 1.0
     return t.to(device=device, dtype=dtype)
@@ -45,10 +59,14 @@ class EpsLoss:
     def __init__(self, schedule: Schedule):
         self.schedule = schedule
 
-    def __call__(self, eps_model, y0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(self, eps_model, y0: Tensor, generator: torch.Generator) -> Tensor:
+        if generator is None:
+            raise ValueError("EpsLoss needs a torch.Generator (nothing draws from the global RNG)")
         if y0.ndim != 2 or y0.shape[1] != self.schedule.dim:
             raise ValueError(f"y0 must be [B, D] with D={self.schedule.dim}; got {tuple(y0.shape)}")
         b = y0.shape[0]
+        if b == 0:
+            raise ValueError("y0 is empty: need at least one example")
         t = stratified_times(b, generator, dtype=torch.float64)
         params = self.schedule.sample_params(b, generator)
         gamma = self.schedule.gamma(t, params).to(y0.device, y0.dtype)

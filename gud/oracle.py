@@ -28,9 +28,12 @@ class GaussianOracle:
 
     def __init__(self, mean: Tensor, cov: Tensor):
         cov = torch.as_tensor(cov, dtype=torch.float64)
-        d = cov.shape[0]
-        if cov.shape != (d, d) or torch.as_tensor(mean).shape != (d,):
-            raise ValueError(f"need mean [D] and cov [D, D]; got {tuple(torch.as_tensor(mean).shape)}, {tuple(cov.shape)}")
+        d = cov.shape[0] if cov.ndim else 0
+        if d == 0 or cov.shape != (d, d) or torch.as_tensor(mean).shape != (d,):
+            raise ValueError(f"need mean [D] and cov [D, D] with D >= 1; got {tuple(torch.as_tensor(mean).shape)}, "
+                             f"{tuple(cov.shape)}")
+        if not (torch.isfinite(cov).all() and torch.isfinite(torch.as_tensor(mean)).all()):
+            raise ValueError("mean and cov must be finite")
         self.mean = torch.as_tensor(mean, dtype=torch.float64)
         self.cov = 0.5 * (cov + cov.T)
         self.dim = d
@@ -47,6 +50,8 @@ class GaussianOracle:
     def __call__(self, y_t: Tensor, gamma: Tensor) -> Tensor:
         if y_t.shape != gamma.shape or y_t.shape[-1] != self.dim:
             raise ValueError(f"y_t and gamma must both be [B, {self.dim}]; got {tuple(y_t.shape)}, {tuple(gamma.shape)}")
+        if not torch.isfinite(y_t).all() or torch.isnan(gamma).any():
+            raise ValueError("y_t or gamma contains NaN or infinite values")
         dtype = y_t.dtype
         y, g = y_t.to(torch.float64), gamma.to(torch.float64)
         alpha, sigma = alpha_sigma(g)

@@ -85,11 +85,13 @@ class Prior(nn.Module):
         s1 = torch.zeros(d, dtype=torch.float64)
         for xb in batches:
             xb = _check_data(xb, d)
+            if xb.shape[0] == 0:
+                continue
             shift = xb[0].clone() if shift is None else shift
             s1 += (xb - shift).sum(0)
             n += xb.shape[0]
         if n < 2 or shift is None:
-            raise ValueError("need at least two data points to fit a prior")
+            raise ValueError(f"need at least two data points to fit a prior; got {n}")
         mean = shift + s1 / n
         s2 = torch.zeros(d, dtype=torch.float64)
         for xb in batches:
@@ -101,11 +103,14 @@ class Prior(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Whitened components ``y = S^-1 U (x - mean)`` of flat data ``x [..., D]``."""
+        _check_dim(x, self.dim, "x")
         _check_finite(x)
         return self.basis.forward(x - self.mean.to(x.dtype)) / self.scale.to(x.dtype)
 
     def decode(self, y: Tensor) -> Tensor:
         """Data ``x = U^T S y + mean`` from whitened components ``y [..., D]``."""
+        _check_dim(y, self.dim, "y")
+        _check_finite(y)
         return self.basis.inverse(y * self.scale.to(y.dtype)) + self.mean.to(y.dtype)
 
     def log_prob_y(self, y: Tensor) -> Tensor:
@@ -119,6 +124,12 @@ class Prior(nn.Module):
 
     def extra_repr(self) -> str:
         return f"basis={self.basis.name}, D={self.dim}, whitened={self.whitened}"
+
+
+def _check_dim(x: Tensor, d: int, name: str) -> None:
+    if not torch.is_tensor(x) or x.ndim < 1 or x.shape[-1] != d:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"{name} must be flat [..., D] with D = {d}; got {shape}")
 
 
 def _check_finite(x: Tensor) -> None:

@@ -210,5 +210,5 @@ def test_bad_input():
     with pytest.raises(ValueError, match="mask"):
         sample(oracle, sched, 2, condition=(torch.ones(D + 1, dtype=torch.bool), torch.zeros(D)))
     with pytest.raises(ValueError, match=r"\[B, D\]"):
-        EpsLoss(sched)(oracle, torch.zeros(3, D + 2))
+        EpsLoss(sched)(oracle, torch.zeros(3, D + 2), torch.Generator())
     assert euler_maruyama is not None
