@@ -37,6 +37,9 @@ class GaussianOracle:
         self.mean = torch.as_tensor(mean, dtype=torch.float64)
         self.cov = 0.5 * (cov + cov.T)
         self.dim = d
+        self.var = self.cov.diagonal().clone()
+        #: a diagonal covariance is solved in closed form, component by component (any D)
+        self.diagonal = bool(torch.count_nonzero(self.cov - torch.diag(self.var)) == 0)
 
     @classmethod
     def from_data(cls, mean_x: Tensor, cov_x: Tensor, prior: Prior) -> "GaussianOracle":
@@ -55,6 +58,9 @@ class GaussianOracle:
         dtype = y_t.dtype
         y, g = y_t.to(torch.float64), gamma.to(torch.float64)
         alpha, sigma = alpha_sigma(g)
+        if self.diagonal:
+            m, v = self.mean.to(y.device), self.var.to(y.device)
+            return (sigma * (y - alpha * m) / (alpha ** 2 * v + sigma ** 2)).to(dtype)
         m, k = self.mean.to(y.device), self.cov.to(y.device)
         if bool((g == g[:1]).all()):  # one noise state for the whole batch: one factorisation
             a, s = alpha[0], sigma[0]

@@ -1,19 +1,25 @@
-"""The experiment workflow shared by the book's chapters: data -> basis and prior ->
-network -> training -> bits/dim and samples.
+"""The workflow shared by the experiments: data -> basis and prior -> network -> training ->
+bits/dim, samples and trajectories.
 
-Each function is a thin composition of the package's pieces, so that a chapter
-is configuration, calls into this module, and its own plots.
+Each function is a thin composition of the package's pieces (:mod:`gud.bases`,
+:mod:`gud.prior`, :mod:`gud.nets`, :mod:`gud.train`, :mod:`gud.likelihood`,
+:mod:`gud.samplers`), so that an experiment module is configuration and calls into here.
+
+Data splits: ``prepare`` holds out a validation split from the training data (a fixed
+permutation), used only for early stopping (:func:`train_model`); the test split is used
+only for reported numbers.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import copy
 import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,15 +33,21 @@ from .samplers import sample
 from .schedules import Schedule
 from .train import TrainConfig, TrainResult, train
 
-__all__ = ["Setup", "prepare", "bin_width", "build_model", "fit", "evaluate_bpd", "generate",
-           "run_dir", "set_threads", "Timer"]
+__all__ = ["Setup", "prepare", "setup_from_data", "bin_width", "build_model", "fit", "TrainedNet",
+           "train_model", "held_out_loss", "evaluate_bpd", "generate", "denoised_trajectory", "set_threads",
+           "Timer"]
 
-REPO = Path(__file__).resolve().parents[1]
+VAL_SEED = 12345  # fixed permutation of the training split for the validation hold-out
 
 
 @dataclass
 class Setup:
-    """Data and representation of one experiment: ``y = prior.encode(x)``."""
+    """Data and representation of one experiment: ``y = prior.encode(x)``.
+
+    ``train`` is what networks are fitted on, ``val`` (held out from the training split) what
+    early stopping watches, ``test`` what every reported number uses.  The basis and prior are
+    fitted on ``train``.
+    """
 
     train: ImageData
     test: ImageData
@@ -43,6 +55,8 @@ class Setup:
     prior: Prior
     y_train: Tensor  # [N, D] whitened components
     y_test: Tensor  # [M, D]
+    val: ImageData | None = None
+    y_val: Tensor | None = None  # [V, D]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -54,19 +68,39 @@ def bin_width(data: ImageData) -> float:
     return 2.0 / 16.0 if data.name == "digits" else BIN_WIDTH_8BIT
 
 
+def _split(data: ImageData, n_val: int) -> tuple[ImageData, ImageData | None]:
+    if n_val <= 0:
+        return data, None
+    if n_val >= len(data) - 1:
+        raise ValueError(f"validation split of {n_val} leaves too little training data ({len(data)} examples)")
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(VAL_SEED))
+    sub = lambda idx: ImageData(data.x[idx], data.labels[idx], data.shape, data.name, data.source)  # noqa: E731
+    return sub(perm[n_val:].sort().values), sub(perm[:n_val].sort().values)
+
+
 def prepare(dataset: str = "digits", basis: str = "pixel", whitened: bool = True, *,
-            limit: int | None = None, test_limit: int | None = None, basis_kwargs: dict | None = None,
-            data_kwargs: dict | None = None) -> Setup:
-    """Load train/test data, build the basis (PCA is fitted on the training set) and fit the prior."""
+            limit: int | None = None, test_limit: int | None = None, val_fraction: float = 0.0,
+            max_val: int = 2000, basis_kwargs: dict | None = None, data_kwargs: dict | None = None) -> Setup:
+    """Load train/test data, hold out ``val_fraction`` of the training split (at most ``max_val``
+    examples) for early stopping, build the basis (PCA is fitted on the rest) and fit the prior."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
     dk = dict(data_kwargs or {})
     tr = load_dataset(dataset, "train", limit=limit, **dk)
     te = load_dataset(dataset, "test", limit=test_limit, **dk)
-    b = make_basis(basis, tr.shape, data=tr.x.double() if basis == "pca" else None, **(basis_kwargs or {}))
-    prior = Prior.fit(b, tr.x.double(), whitened=whitened, var_floor=bin_width(tr) ** 2 / 12)
+    tr, va = _split(tr, min(int(round(val_fraction * len(tr))), max_val))
+    return setup_from_data(tr, te, basis, whitened, val=va, basis_kwargs=basis_kwargs)
+
+
+def setup_from_data(train_data: ImageData, test_data: ImageData, basis: str = "pixel", whitened: bool = True, *,
+                    val: ImageData | None = None, basis_kwargs: dict | None = None) -> Setup:
+    """A :class:`Setup` for data already in memory (e.g. generated random fields)."""
+    x = train_data.x.double()
+    b = make_basis(basis, train_data.shape, data=x if basis == "pca" else None, **(basis_kwargs or {}))
+    prior = Prior.fit(b, x, whitened=whitened, var_floor=bin_width(train_data) ** 2 / 12)
     with torch.no_grad():
-        y_tr = prior.encode(tr.x.double()).float()
-        y_te = prior.encode(te.x.double()).float()
-    return Setup(tr, te, b, prior, y_tr, y_te)
+        enc = lambda d: None if d is None else prior.encode(d.x.double()).float()  # noqa: E731
+        return Setup(train_data, test_data, b, prior, enc(train_data), enc(test_data), val, enc(val))
 
 
 def build_model(kind: str, setup: Setup, *, seed: int = 0, **net_kwargs: Any) -> EpsNet:
@@ -79,7 +113,6 @@ def build_model(kind: str, setup: Setup, *, seed: int = 0, **net_kwargs: Any) ->
 
 
 def _float_basis(basis: Basis) -> Basis:
-    import copy
     b = copy.deepcopy(basis)
     for name, buf in list(b.named_buffers(recurse=False)):
         if buf.is_floating_point():
@@ -87,23 +120,89 @@ def _float_basis(basis: Basis) -> Basis:
     return b
 
 
-def run_dir(experiment: str, profile: str, config: dict) -> Path:
-    """Folder for checkpoints of one run, ``runs/<experiment>/<profile>/<hash>`` (git-ignored)."""
-    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    path = REPO / "runs" / experiment / profile / h
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def fit(model: EpsNet, schedule: Schedule, y_train: Tensor, *, steps: int, batch_size: int = 128,
         lr: float = 1e-3, seed: int = 0, device: str = "cpu", checkpoint: str | Path | None = None,
         progress: bool = True, **train_kwargs: Any) -> TrainResult:
     """Train ``model`` with epsilon matching under ``schedule`` (parameters drawn from the
-    family's range when it has one); resumes from ``checkpoint`` if it exists."""
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                      warmup=min(100, max(1, steps // 10)), **train_kwargs)
+    family's range when it has one); resumes from ``checkpoint`` if it exists.  Extra keyword
+    arguments go to :class:`gud.train.TrainConfig` (``deadline`` and ``eval_fn`` to
+    :func:`gud.train.train`)."""
+    run_kw = {k: train_kwargs.pop(k) for k in ("deadline", "eval_fn") if k in train_kwargs}
+    train_kwargs.setdefault("warmup", min(100, max(1, steps // 10)))
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, **train_kwargs)
     return train(model.to(device), EpsLoss(schedule), y_train, cfg, checkpoint_path=checkpoint,
-                 progress=progress)
+                 progress=progress, **run_kw)
+
+
+def held_out_loss(schedule: Schedule, y: Tensor, *, seed: int = 0, repeats: int = 4, batch: int = 1024,
+                  device: str = "cpu"):
+    """``eval_fn(model) -> float``: the epsilon-matching loss on held-out components ``y [V, D]``
+    with the *same* times, schedule parameters and noise at every call (a fixed seed), averaged
+    over ``repeats`` passes, so that successive values are comparable."""
+    loss = EpsLoss(schedule)
+    y = y.to(device)
+
+    @torch.no_grad()
+    def eval_fn(model) -> float:
+        was_training = model.training
+        model.eval()
+        g = torch.Generator().manual_seed(seed)
+        total, n = 0.0, 0
+        for _ in range(repeats):
+            for i in range(0, len(y), batch):
+                total += float(loss(model, y[i:i + batch], g).double().sum())
+                n += len(y[i:i + batch])
+        model.train(was_training)
+        return total / n
+
+    return eval_fn
+
+
+@dataclass
+class TrainedNet:
+    """A trained denoiser (the EMA weights at the best validation loss) and its compute."""
+
+    model: torch.nn.Module
+    steps: int  # optimiser steps taken
+    best_step: int | None
+    wall_time: float  # s, this call (0 if loaded from a finished checkpoint)
+    throughput: float  # examples / s
+    final_loss: float
+    finished: bool = True
+    stopped_early: bool = False
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"steps": self.steps, "best_step": self.best_step, "train_s": self.wall_time,
+                "examples_per_s": self.throughput, "final_loss": self.final_loss,
+                "stopped_early": self.stopped_early}
+
+
+def train_model(setup: Setup, schedule: Schedule, *, net: str = "mlp", net_kwargs: dict | None = None,
+                steps: int, batch_size: int = 128, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
+                checkpoint=None, eval_every: int | None = None, patience: int | None = None,
+                min_delta: float = 0.0, progress: bool = False, **train_kwargs: Any) -> TrainedNet:
+    """Build a network (weights from ``seed``) and train it on ``setup.y_train`` under
+    ``schedule``; a family's parameters are drawn per example from its range.
+
+    With a validation split (``setup.y_val``) and ``eval_every``, the held-out loss
+    (:func:`held_out_loss`) is recorded every ``eval_every`` steps, training stops after
+    ``patience`` evaluations without improvement (the book's budget rule: train until the
+    held-out loss flattens, at most ``steps``), and the EMA weights at the best evaluation are
+    returned.  ``deadline`` (``time.monotonic()`` value) stops cleanly with a checkpoint:
+    ``finished`` is then False and a second call resumes.
+    """
+    model = build_model(net, setup, seed=seed, **(net_kwargs or {}))
+    kw = dict(train_kwargs)
+    if eval_every is not None and setup.y_val is not None:
+        kw.update(eval_fn=held_out_loss(schedule, setup.y_val, seed=seed + 7919, device=device),
+                  eval_every=eval_every, patience=patience, min_delta=min_delta)
+    res = fit(model, schedule, setup.y_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+              device=device, checkpoint=checkpoint, progress=progress, **kw)
+    final = res.loss_history[-1][1] if res.loss_history else float("nan")
+    return TrainedNet(res.ema_model.eval(), res.step, res.best_step, res.wall_time, res.throughput, final,
+                      res.finished, res.stopped_early, res.loss_history, res.eval_history)
 
 
 def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: int = 0,
@@ -147,10 +246,38 @@ def generate(model, setup: Setup, schedule: Schedule, n: int, *, params=None, st
     return setup.prior.decode(y.double().cpu()).clamp(-1, 1).float()
 
 
+@torch.no_grad()
+def denoised_trajectory(model, setup: Setup, schedule: Schedule, *, params=None, times: Sequence[float],
+                        n: int = 4, steps: int = 50, method: str = "ddim", seed: int = 0,
+                        device: str = "cpu") -> np.ndarray:
+    r"""The clean-data prediction :math:`\hat x_0 = \mu + U^\top S\hat y_0` along one generation,
+    at the grid times nearest ``times`` (``t = 0``: the final sample), ``[len(times), n, D]`` in
+    data space: which components are settled when.  No extra network evaluations: the
+    sampler's callback passes :math:`\hat y_0`."""
+    pp = None if params is None else torch.as_tensor(params, dtype=torch.float64).reshape(-1)
+    grid_times = np.linspace(1.0, 0.0, steps + 1)[:-1]  # the times before each step
+    wanted = {int(np.argmin(np.abs(grid_times - t))): k for k, t in enumerate(times) if t > 0}
+    if len(wanted) < sum(1 for t in times if t > 0):
+        raise ValueError("two requested times map to the same sampler step; use more steps")
+    out: list[np.ndarray | None] = [None] * len(times)
+
+    def callback(info):
+        if info["i"] in wanted:
+            x0 = setup.prior.decode(info["denoised"].double().cpu()).clamp(-1, 1)
+            out[wanted[info["i"]]] = x0.float().numpy()
+
+    final = generate(model, setup, schedule, n, params=pp, steps=steps, method=method, seed=seed,
+                     device=device, callback=callback)
+    for k, t in enumerate(times):
+        if t <= 0:
+            out[k] = final.numpy()
+    return np.stack(out)  # type: ignore[arg-type]
+
+
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads (default: all cores, at most 4); returns the number."""
-    import os
-    n = n or min(4, os.cpu_count() or 1)
+    """Set torch's intra-op threads (default: all cores, at most 4; ``GUD_THREADS`` overrides);
+    returns the number."""
+    n = n or int(os.environ.get("GUD_THREADS", 0)) or min(4, os.cpu_count() or 1)
     torch.set_num_threads(n)
     return n
 

@@ -1,8 +1,9 @@
 """Results store keyed by experiment, profile and a hash of the configuration.
 
 A result lives in ``results/<experiment>/<profile>/<hash>/`` as ``config.json``,
-``metrics.json``, ``info.json`` (versions, time), ``arrays.npz`` (never pickled) and
-optional ``<figure>.png`` files. ``<hash>`` is the first 12 hex digits of the sha256 of the
+``metrics.json``, ``info.json`` (versions, time), ``arrays.npz`` (never pickled), optional
+``<figure>.png`` files and ``weights/<name>.safetensors``: trained networks with everything
+needed to rebuild them (:func:`load_model`; safetensors cannot run code). ``<hash>`` is the first 12 hex digits of the sha256 of the
 canonical JSON of the configuration (sorted keys, no spaces). Writes go to a temporary
 folder that is renamed into place, so a failed save leaves nothing behind.
 
@@ -28,6 +29,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LoadedModel",
+    "load_model",
+    "load_weights",
+    "save_weights",
     "Result",
     "ResultNotFoundError",
     "ResultsStore",
@@ -143,8 +148,13 @@ class ResultsStore:
         arrays: Mapping[str, Any] | None = None,
         figures: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
+        weights: Mapping[str, Any] | None = None,
+        weights_dtype: str = "float32",
     ) -> Result:
-        """Store a result atomically (temporary folder, then rename), replacing an older one."""
+        """Store a result atomically (temporary folder, then rename), replacing an older one.
+
+        ``weights`` maps names to ``(model, prior, spec)`` triples written by :func:`save_weights`
+        in ``weights_dtype`` (``"float16"``/``"bfloat16"`` halves the size of committed weights)."""
         final = self.path(experiment, profile, config)
         final.parent.mkdir(parents=True, exist_ok=True)
         plain_arrays: dict[str, np.ndarray] = {}
@@ -179,6 +189,8 @@ class ResultsStore:
                 np.savez_compressed(f, **plain_arrays)
             for name, fig in (figures or {}).items():
                 fig.savefig(tmp / f"{name}.png", dpi=120, bbox_inches="tight")
+            for name, (model, prior, spec) in (weights or {}).items():
+                save_weights(tmp / "weights" / f"{name}.safetensors", model, prior, spec, dtype=weights_dtype)
             os.chmod(tmp, 0o755)
             old = None
             if final.exists():
@@ -219,9 +231,9 @@ class ResultsStore:
             path = self.path(experiment, profile, config)
             raise ResultNotFoundError(
                 f"no stored result for experiment {experiment!r}, profile {profile!r}, "
-                f"configuration hash {path.name} (looked in {path}). Compute it by running the "
-                f"notebook with GUD_PROFILE={profile} on a machine that can (a GPU for 'gpu' and "
-                "'paper'), then commit the folder; or build the book with GUD_PROFILE=ci."
+                f"configuration hash {path.name} (looked in {path}). Compute it with "
+                f"`python -m gud run {experiment} --profile {profile}` on a machine that can (a GPU "
+                "for 'gpu' and 'paper'), then commit the folder."
             )
         return result
 
@@ -293,3 +305,109 @@ def save_figure(fig: Any, name: str, directory: str | os.PathLike | None = None,
             raise
     return png
 
+
+
+# ----------------------------------------------------------------------------- trained networks
+
+
+@dataclass
+class LoadedModel:
+    """A trained denoiser rebuilt from its weights file, with the prior it works in."""
+
+    model: Any  # gud.nets.EpsNet, eval mode
+    prior: Any  # gud.prior.Prior
+    spec: dict[str, Any]  # network kind and arguments, basis, data shape, ...
+
+
+def _basis_spec(basis) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": basis.name, "shape": list(basis.shape), "kwargs": {}}
+    if basis.name == "wavelet":
+        spec["kwargs"] = {"wavelet": basis.wavelet, "levels": basis.levels}
+    return spec
+
+
+def save_weights(path: str | os.PathLike, model: Any, prior: Any, spec: Mapping[str, Any],
+                 dtype: str = "float32") -> Path:
+    """Write a :class:`gud.nets.EpsNet`'s network weights (in ``dtype``), its ``log_var``, and
+    the prior (mean, variances, whitening, basis, PCA components) as one safetensors file.
+
+    ``spec`` must name the network (``net``, ``net_kwargs``; :func:`gud.nets.build_net`).
+    The file is written atomically.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    if "net" not in spec:
+        raise ValueError("spec must name the network kind ('net') and its arguments ('net_kwargs')")
+    cast = getattr(torch, dtype)
+    tensors = {f"net.{k}": v.detach().to("cpu", cast).contiguous() for k, v in model.net.state_dict().items()}
+    tensors["log_var"] = model.log_var.detach().cpu().float().contiguous()
+    tensors["prior.mean"] = prior.mean.detach().cpu().double().contiguous()
+    tensors["prior.var"] = prior.var.detach().cpu().double().contiguous()
+    basis = prior.basis
+    if basis.name == "pca":
+        tensors["basis.components"] = basis.components.detach().cpu().to(cast).contiguous()
+        tensors["basis.variance"] = basis.meta["variance"].double().contiguous()
+        tensors["basis.channel"] = basis.meta["channel"].long().contiguous()
+    meta = {"spec": canonical_json({**dict(spec), "basis": _basis_spec(basis), "whitened": bool(prior.whitened),
+                                    "image_input": model.image_shape is not None, "dtype": dtype})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_weights(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
+    """Rebuild the network and prior written by :func:`save_weights` (float32, eval mode)."""
+    import torch
+    from safetensors import safe_open
+
+    from .bases import PCABasis, make_basis
+    from .nets import EpsNet, build_net
+    from .prior import Prior
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no weights file {path}")
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        spec = json.loads(f.metadata()["spec"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    b = spec["basis"]
+    if b["name"] == "pca":
+        basis = PCABasis(b["shape"], tensors["basis.components"].double(), tensors["basis.variance"],
+                         tensors["basis.channel"])
+    else:
+        basis = make_basis(b["name"], b["shape"], **b["kwargs"])
+    prior = Prior(basis, tensors["prior.mean"], tensors["prior.var"], spec["whitened"])
+    net = build_net(spec["net"], b["shape"], **spec.get("net_kwargs", {}))
+    net.load_state_dict({k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")})
+    float_basis = make_basis(b["name"], b["shape"], **b["kwargs"]) if b["name"] != "pca" else \
+        PCABasis(b["shape"], tensors["basis.components"].float(), tensors["basis.variance"], tensors["basis.channel"])
+    model = EpsNet(net, float_basis, tensors["log_var"], image_shape=b["shape"] if spec["image_input"] else None)
+    return LoadedModel(model.to(device).eval(), prior, spec)
+
+
+def load_model(experiment: str, name: str, profile: str | None = None, config: Mapping[str, Any] | None = None,
+               store: "ResultsStore | None" = None, device: str = "cpu") -> LoadedModel:
+    """The trained network ``name`` of the stored result of ``experiment`` (current configuration
+    of ``profile`` unless ``config`` is given), rebuilt on ``device`` with its prior."""
+    from .profiles import current_profile, experiment_config
+
+    profile = current_profile() if profile is None else profile
+    config = experiment_config(experiment, profile) if config is None else config
+    store = store or ResultsStore()
+    path = store.path(experiment, profile, config) / "weights" / f"{name}.safetensors"
+    if not path.exists():
+        have = sorted(p.stem for p in path.parent.glob("*.safetensors")) if path.parent.exists() else []
+        raise FileNotFoundError(f"no trained network {name!r} stored for {experiment}/{profile} "
+                                f"({path}); stored: {have or 'none'}")
+    return load_weights(path, device)

@@ -1,0 +1,62 @@
+r"""The trivial baselines every result is shown beside.
+
+* the **Gaussian model** of the data in the experiment's basis and prior: the closed-form
+  denoiser of independent Gaussian components with the data's variances (for PCA this is the
+  maximum-likelihood Gaussian; in other bases it keeps only the variances of that basis).  It
+  is exactly what an untrained preconditioned network computes (:class:`gud.nets.EpsNet`), so
+  a trained network that does not beat it has learnt nothing;
+* :func:`gaussian_bpd_bound` -- a schedule-free bound for the full-covariance Gaussian:
+  uniformly dequantised data under :math:`\mathcal N(\mu, K + b^2/12\, I)`;
+* :func:`uniform_bpd` -- every quantisation level equally likely;
+* :func:`gaussian_samples` -- samples of the Gaussian model, the "blobs" a sample score must
+  rank below a working model.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .oracle import GaussianOracle
+from .pipeline import Setup, bin_width
+
+__all__ = ["gaussian_denoiser", "gaussian_bpd_bound", "uniform_bpd", "gaussian_samples"]
+
+
+def gaussian_denoiser(setup: Setup) -> GaussianOracle:
+    """The exact denoiser of independent Gaussian components with the prior's data variances
+    (whitened space: mean 0, variances :math:`v_i = \\Sigma_i/s_i^2`)."""
+    v = setup.prior.log_var.exp().to(torch.float64)
+    return GaussianOracle(torch.zeros_like(v), torch.diag(v))
+
+
+def gaussian_bpd_bound(setup: Setup) -> float:
+    r"""Bits/dim on the test split of the full-covariance Gaussian fitted to the (dequantised)
+    training split, :math:`\mathcal N(\mu, K + b^2/12\,I)` with ``b`` the bin width: the closed-form
+    upper bound :math:`\mathbb E_u[-\log\mathcal N(x + u)] - D\log b` on the negative log-probability
+    of the quantised data, :math:`u` uniform in the bin (Theis et al. 2016), which for a
+    Gaussian is :math:`-\log\mathcal N(x) + \tfrac{b^2}{24}\mathrm{tr}\,(K + b^2/12)^{-1}`."""
+    bw = bin_width(setup.train)
+    x, xt = setup.train.x.double(), setup.test.x.double()
+    d = x.shape[1]
+    mu = x.mean(0)
+    k = torch.cov(x.T) + bw ** 2 / 12 * torch.eye(d, dtype=torch.float64)
+    chol = torch.linalg.cholesky(k)
+    z = torch.linalg.solve_triangular(chol, (xt - mu).T, upper=False)
+    nll = 0.5 * (z ** 2).sum(0) + torch.log(torch.diagonal(chol)).sum() + 0.5 * d * math.log(2 * math.pi)
+    dequant = 0.5 * bw ** 2 / 12 * torch.cholesky_inverse(chol).diagonal().sum()
+    return float(((nll.mean() + dequant) / d - math.log(bw)) / math.log(2))
+
+
+def uniform_bpd(setup: Setup) -> float:
+    """Bits/dim of the uniform distribution over the quantisation levels (17 for digits: 4.09)."""
+    return math.log2(round(2.0 / bin_width(setup.train)) + 1)
+
+
+def gaussian_samples(setup: Setup, n: int, *, seed: int = 0) -> Tensor:
+    """``n`` samples ``[n, D]`` of the Gaussian model (the prior's variances in its basis), decoded
+    to data space and clipped to [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randn(n, setup.prior.dim, generator=g, dtype=torch.float64) * (0.5 * setup.prior.log_var).exp()
+    return setup.prior.decode(y).clamp(-1, 1).float()

@@ -1,0 +1,166 @@
+"""What every chapter notebook does besides its own plots: the preamble, loading results,
+the profile banner, HTML tables and figures.
+
+A chapter is::
+
+    from gud import book
+    ch = book.chapter("e1")           # profile, configuration (collapsed), threads, plot style
+    result = ch.result()              # stored result, computed here when the profile allows it
+    ...plots of result.metrics / result.arrays, saved with ch.figure(fig, "e1-curves")...
+
+Results of the ``ci`` profile are computed on the spot (or loaded when already stored);
+``gpu`` and ``paper`` results are read from the committed store, and when one is missing the
+chapter says so in a note and shows the ``ci`` result instead, labelled as such.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any, Sequence
+
+from .profiles import PROFILES, current_profile, experiment_config
+from .results import REPO, Result, ResultsStore, save_figure
+from .stats import html_table
+
+__all__ = ["Chapter", "chapter", "PROFILE_TEXT", "display_html", "table"]
+
+#: What a profile's numbers come from, in words for the reader.
+PROFILE_TEXT = {
+    "ci": "8×8 digits (scikit-learn, 17 grey levels) and small random fields; small networks trained on two CPU cores",
+    "gpu": "MNIST and CIFAR-10 (JPEG mirror) at 32×32; U-Nets trained for minutes on one GPU",
+    "paper": "the paper's data and training length where known",
+}
+
+FIGURES = REPO / "book" / "figures"
+
+
+def display_html(html: str) -> None:
+    from IPython.display import HTML, display
+
+    display(HTML(html))
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], caption: str | None = None,
+          numeric: Sequence[bool] | None = None) -> None:
+    """Display an HTML table (wraps to the page; numbers right-aligned where ``numeric``)."""
+    display_html(html_table(header, rows, caption, numeric))
+
+
+def _style() -> None:
+    import matplotlib as mpl
+
+    mpl.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
+                         "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.dpi": 100,
+                         "savefig.bbox": "tight", "figure.constrained_layout.use": False})
+
+
+@dataclass
+class Chapter:
+    """One chapter's experiment, profile and configuration."""
+
+    experiment: str
+    profile: str
+    config: dict[str, Any]
+    shown_profile: str | None = None  # the profile of the result actually shown
+
+    def allow_compute(self, profile: str) -> bool:
+        return profile == "ci" or os.environ.get("GUD_ALLOW_COMPUTE") == "1"
+
+    def result(self) -> Result:
+        """The result of this chapter for the book's profile: loaded from the store, computed
+        here where the profile allows (``ci``, or ``GUD_ALLOW_COMPUTE=1``), else the ``ci``
+        result with a note that the requested one is missing."""
+        from .runner import run
+
+        store = ResultsStore()
+        found = store.load(self.experiment, self.profile, self.config)
+        if found is None and self.allow_compute(self.profile):
+            found = run(self.experiment, self.profile, config=self.config, log=lambda s: None)
+        if found is not None:
+            self.shown_profile = self.profile
+            self.banner(found)
+            return found
+        ci = run(self.experiment, "ci", log=lambda s: None)
+        self.shown_profile = "ci"
+        self.banner(ci, missing=self.profile)
+        return ci
+
+    def banner(self, result: Result, missing: str | None = None) -> None:
+        """The profile banner: which profile, data and compute the page shows."""
+        info, m = result.info, result.metrics
+        data = m.get("data_description") or PROFILE_TEXT.get(result.profile, "")
+        compute = m.get("compute_description") or _compute_text(info)
+        note = ""
+        if missing:
+            note = (f"<p><b>The {escape(missing)} result of this chapter has not been computed yet.</b> "
+                    f"This page shows the <code>ci</code> profile instead. To compute it: "
+                    f"<code>python -m gud run {escape(self.experiment)} --profile {escape(missing)}</code>.</p>")
+        display_html(f'<div class="gud-profile-banner admonition note"><p class="admonition-title">'
+                     f'Profile <code>{escape(result.profile)}</code></p>{note}'
+                     f"<p><b>Data:</b> {escape(data)}.<br><b>Compute:</b> {escape(compute)}.</p></div>")
+
+    def show_config(self) -> None:
+        """The configuration, collapsed (a click opens it)."""
+        body = escape(json.dumps(self.config, indent=1, sort_keys=True))
+        display_html(f"<details class='gud-config'><summary>Configuration of {escape(self.experiment)}, "
+                     f"profile <code>{escape(self.profile)}</code> ({len(self.config)} settings)</summary>"
+                     f"<pre style='white-space: pre-wrap'>{body}</pre></details>")
+
+    def figure(self, fig, name: str, show: bool = True):
+        """Save ``fig`` under ``book/figures/<profile>/<name>.png|pdf`` (the profile of the
+        result shown) and display it."""
+        import matplotlib.pyplot as plt
+
+        save_figure(fig, name, profile=self.shown_profile or self.profile)
+        if show:
+            plt.show()
+        else:
+            plt.close(fig)
+
+    def other_profile_figure(self, name: str, caption: str) -> None:
+        """Where the book shows ``ci`` results and a committed ``gpu`` figure of the same name
+        exists, show it below, collapsed, with its caption."""
+        if self.shown_profile != "ci":
+            return
+        png = FIGURES / "gpu" / f"{name}.png"
+        if not png.exists():
+            return
+        data = base64.b64encode(png.read_bytes()).decode()
+        display_html(f"<details class='gud-other-profile'><summary>The same figure in the <code>gpu</code> "
+                     f"profile: {escape(caption)}</summary><img src='data:image/png;base64,{data}' "
+                     f"style='max-width:100%' alt='{escape(caption)}'></details>")
+
+
+def _compute_text(info: dict) -> str:
+    dev = info.get("device_name") or info.get("device") or "?"
+    wall = info.get("wall_seconds_last_call")
+    parts = [f"{dev}"]
+    if info.get("torch_threads") and str(info.get("device", "cpu")).startswith("cpu"):
+        parts.append(f"{info['torch_threads']} torch thread(s)")
+    if wall is not None:
+        parts.append(f"{wall / 60:.1f} min for the last computation" if wall >= 60 else f"{wall:.0f} s")
+    return ", ".join(parts)
+
+
+def chapter(experiment: str, threads: int | None = None, show_config: bool = True) -> Chapter:
+    """Start a chapter: the profile (env ``GUD_PROFILE``), the experiment's configuration
+    (shown collapsed), torch threads and the book's plot style."""
+    from .pipeline import set_threads
+
+    profile = current_profile()
+    cfg = experiment_config(experiment, profile)
+    set_threads(threads or cfg.get("threads"))
+    _style()
+    ch = Chapter(experiment, profile, cfg)
+    if show_config:
+        ch.show_config()
+    return ch
+
+
+def profiles_table() -> None:
+    """A table of the run profiles, for the introduction."""
+    table(["profile", "what it means"], [[p, t] for p, t in PROFILES.items()])

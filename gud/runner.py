@@ -1,0 +1,227 @@
+"""Run an experiment into the results store: one call, resumable, within a time budget.
+
+An experiment is a module ``gud.experiments.<id>`` with ``CONFIGS = {profile: dict}`` and
+``compute(config, ctx) -> (metrics, arrays)``.  :func:`run` gives ``compute`` a
+:class:`Context` that
+
+* trains networks with a checkpoint per network under ``runs/<id>/<profile>/<hash>/``
+  (atomic, loaded with ``weights_only=True``), so running the same command again resumes,
+  and keeps their EMA weights to store beside the result (``weights/<name>.safetensors``);
+* memoises evaluation steps (:meth:`Context.cached`, JSON and ``.npz``, never pickles), so a
+  resumed run does not redo them;
+* stops cleanly before a deadline (:class:`BudgetExhausted`), leaving checkpoints and saying
+  what remains.
+
+``python -m gud run EXP ... [--profile P] [--budget-s S] [--pending]`` is the command line.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from .pipeline import Setup, TrainedNet, train_model
+from .profiles import EXPERIMENTS, current_profile, experiment_config
+from .results import REPO, Result, ResultsStore, config_hash
+
+__all__ = ["BudgetExhausted", "Context", "run", "pending", "status", "run_dir"]
+
+
+class BudgetExhausted(RuntimeError):
+    """The time budget ran out; checkpoints are saved and the same command resumes."""
+
+
+def run_dir(experiment: str, profile: str, config: Mapping[str, Any], root: Path | None = None) -> Path:
+    """Checkpoints and memoised steps of one run: ``runs/<experiment>/<profile>/<hash>`` (git-ignored)."""
+    root = root or Path(os.environ.get("GUD_RUNS", REPO / "runs"))
+    return root / experiment / profile / config_hash(config)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+@dataclass
+class Context:
+    """What an experiment's ``compute`` may use: device, checkpoints, memoisation, budget."""
+
+    experiment: str
+    profile: str
+    config: dict[str, Any]
+    device: str = "cpu"
+    directory: Path | None = None
+    deadline: float | None = None  # time.monotonic() value
+    progress: bool = False
+    weights: dict[str, tuple] = field(default_factory=dict)
+    trained: dict[str, dict] = field(default_factory=dict)  # name -> compute summary of its training
+    log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        if self.directory is None:
+            self.directory = run_dir(self.experiment, self.profile, self.config)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ budget
+    def remaining(self) -> float:
+        """Seconds left before the deadline (``inf`` without one)."""
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def check(self, what: str, need_s: float = 0.0) -> None:
+        """Raise :class:`BudgetExhausted` if fewer than ``need_s`` seconds are left for ``what``."""
+        if self.remaining() < need_s:
+            raise BudgetExhausted(f"{self.experiment}: no time left for {what}")
+
+    # ------------------------------------------------------------------ training
+    def train(self, name: str, setup: Setup, schedule, *, net: str, net_kwargs: Mapping[str, Any],
+              keep: bool = True, **kwargs: Any) -> TrainedNet:
+        """Train (or resume, or reload) the network ``name`` with :func:`gud.pipeline.train_model`;
+        its checkpoint is ``<run dir>/<name>.pt``.  With ``keep`` its EMA weights are stored
+        beside the result."""
+        self.check(f"training {name}")
+        ckpt = self.directory / f"{name}.pt"
+        self.log(f"[{self.experiment}] train {name}" + (" (resuming)" if ckpt.exists() else ""))
+        tn = train_model(setup, schedule, net=net, net_kwargs=dict(net_kwargs), device=self.device,
+                         checkpoint=ckpt, deadline=self.deadline, progress=self.progress, **kwargs)
+        if not tn.finished:
+            raise BudgetExhausted(f"{self.experiment}: training {name} stopped at step {tn.steps} "
+                                  f"(checkpoint {ckpt.relative_to(REPO) if ckpt.is_relative_to(REPO) else ckpt})")
+        summary = tn.summary()
+        done = self.directory / f"{name}.train.json"
+        if tn.wall_time > 0 or not done.exists():  # keep the compute of the call that trained it
+            _atomic_write(done, lambda p: p.write_text(json.dumps(summary)))
+        self.trained[name] = json.loads(done.read_text())
+        if keep:
+            self.weights[name] = (tn.model, setup.prior, {"net": net, "net_kwargs": dict(net_kwargs)})
+        return tn
+
+    # ------------------------------------------------------------------ memoised steps
+    def cached(self, name: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` once per run: a dict of JSON values and numpy/torch arrays, stored under
+        ``<run dir>/<name>.json`` / ``.npz``; a resumed run reloads it."""
+        js, npz = self.directory / f"{name}.json", self.directory / f"{name}.npz"
+        if js.exists():
+            out = json.loads(js.read_text())
+            if npz.exists():
+                with np.load(npz, allow_pickle=False) as f:
+                    out.update({k: f[k] for k in f.files})
+            return out
+        self.check(name)
+        out = fn()
+        if not isinstance(out, Mapping):
+            raise TypeError(f"cached step {name!r} must return a dict")
+        arrays = {k: (v.detach().cpu().numpy() if torch.is_tensor(v) else v) for k, v in out.items()
+                  if torch.is_tensor(v) or isinstance(v, np.ndarray)}
+        plain = {k: v for k, v in out.items() if k not in arrays}
+        if arrays:
+            def write_npz(p: Path) -> None:
+                with open(p, "wb") as f:
+                    np.savez(f, **arrays)
+            _atomic_write(npz, write_npz)
+        _atomic_write(js, lambda p: p.write_text(json.dumps(plain)))
+        return {**plain, **arrays}
+
+
+def _module(experiment: str):
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    return importlib.import_module(f"gud.experiments.{experiment}")
+
+
+def run(experiment: str, profile: str | None = None, *, config: Mapping[str, Any] | None = None,
+        budget_s: float | None = None, recompute: bool = False, store: ResultsStore | None = None,
+        device: str | None = None, progress: bool = False, runs_root: Path | None = None,
+        log: Callable[[str], None] = print) -> Result:
+    """Compute ``experiment`` for ``profile`` (default: ``GUD_PROFILE``) into the store and return
+    the result; a stored result is returned as is unless ``recompute``.
+
+    ``config`` overrides the profile's configuration (e.g. a micro size in tests).  With
+    ``budget_s`` the run stops cleanly (:class:`BudgetExhausted`) before that many seconds,
+    keeping checkpoints; the same call resumes.
+    """
+    mod = _module(experiment)
+    profile = current_profile() if profile is None else profile
+    cfg = dict(experiment_config(experiment, profile) if config is None else config)
+    store = store or ResultsStore()
+    if not recompute:
+        found = store.load(experiment, profile, cfg)
+        if found is not None:
+            return found
+    from .profiles import device as default_device
+
+    dev = str(device or default_device())
+    threads = cfg.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    start = time.monotonic()
+    ctx = Context(experiment, profile, cfg, device=dev, progress=progress,
+                  directory=run_dir(experiment, profile, cfg, runs_root),
+                  deadline=None if budget_s is None else start + float(budget_s), log=log)
+    metrics, arrays = mod.compute(cfg, ctx)
+    wall = time.monotonic() - start
+    info = {"device": dev, "device_name": torch.cuda.get_device_name() if dev.startswith("cuda") else "CPU",
+            "torch_threads": torch.get_num_threads(), "wall_seconds_last_call": wall,
+            "cpu": platform.processor() or platform.machine(), "trainings": ctx.trained}
+    dtype = cfg.get("weights_dtype", "float32")
+    result = store.save(experiment, profile, cfg, metrics, arrays, info=info, weights=ctx.weights,
+                        weights_dtype=dtype)
+    log(f"[{experiment}] stored {profile} result ({wall:.0f} s this call)")
+    return result
+
+
+def status(profile: str, store: ResultsStore | None = None) -> dict[str, str]:
+    """``{experiment: "stored" | "missing"}`` for the current configurations of ``profile``."""
+    store = store or ResultsStore()
+    out = {}
+    for exp in EXPERIMENTS:
+        try:
+            cfg = experiment_config(exp, profile)
+        except ValueError:
+            continue
+        out[exp] = "stored" if store.load(exp, profile, cfg) is not None else "missing"
+    return out
+
+
+def pending(profile: str, store: ResultsStore | None = None) -> list[str]:
+    """Experiments (in the book's order) whose result for ``profile`` is missing."""
+    return [e for e, s in status(profile, store).items() if s == "missing"]
+
+
+def stale(profile: str, store: ResultsStore | None = None) -> list[Path]:
+    """Stored result folders of ``profile`` that match no current configuration (to recompute
+    or delete)."""
+    store = store or ResultsStore()
+    out = []
+    for exp in EXPERIMENTS:
+        folder = store.root / exp / profile
+        if not folder.is_dir():
+            continue
+        try:
+            current = config_hash(experiment_config(exp, profile))
+        except ValueError:
+            current = None
+        out += [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")
+                and p.name != current]
+    return out
+
+
+def clean_runs(experiment: str, profile: str, config: Mapping[str, Any]) -> None:
+    """Remove a finished run's checkpoints (the stored result keeps the weights)."""
+    shutil.rmtree(run_dir(experiment, profile, config), ignore_errors=True)
