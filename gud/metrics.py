@@ -1,4 +1,4 @@
-"""Sample-quality metrics: field statistics for image extension, and Fréchet distances.
+"""Sample-quality metrics: field statistics for image extension, Fréchet and kernel distances.
 
 Field statistics take ``fields [n, H, W]`` (one channel) and are non-periodic: only pairs
 of pixels that both lie inside the image are used, so they apply to extended images.
@@ -8,6 +8,14 @@ features of a small CNN (``FeatureClassifier``) trained here on the data set its
 **It is not FID**: FID uses Inception-v3 features, whose weights cannot be downloaded in
 this environment, so FCD values are not comparable with published FID numbers. They are
 comparable with each other for one classifier (same data, seed and training steps).
+FCD mis-ranks on 8x8 digits: a classifier trained on clean digits only barely responds to
+noise, so over-dispersed clamped noise scores better than Gaussian blobs.
+
+The kernel classifier distance (KCD, :class:`SampleScorer`) is the recommended score: the
+unbiased MMD² with KID's cubic polynomial kernel (Bińkowski et al. 2018) on standardised
+penultimate features of a *noise-aware* classifier, trained with an extra class for noisy
+and blurred copies of the data, so that its features respond to noise and blur. It is not
+KID (no Inception features) and is comparable only for one scorer (same data and settings).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +35,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "FeatureClassifier",
+    "SampleScore",
+    "SampleScorer",
     "classifier_frechet_distance",
     "column_profile",
     "frechet_distance",
@@ -231,6 +242,48 @@ def _accuracy(model: nn.Module, x_img: Tensor, labels: Tensor, batch: int = 1024
     return correct / max(len(x_img), 1)
 
 
+def _check_samples(x: Tensor, name: str, dim: int | None = None, min_n: int = 1) -> Tensor:
+    """``x`` as a float tensor ``[n, D]``; ``ValueError`` naming ``name`` if it is not one."""
+    x = torch.as_tensor(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be flat samples [n, D], got shape {tuple(x.shape)}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} has D = {x.shape[1]} per sample, expected {dim}")
+    if x.shape[0] < min_n:
+        raise ValueError(f"{name} needs at least {min_n} samples, got {x.shape[0]}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x.float()
+
+
+def _blur(x_img: Tensor, sigma: Tensor, radius: int = 3) -> Tensor:
+    """Separable Gaussian blur of ``x_img [b, C, H, W]`` with per-image widths ``sigma [b]`` (pixels)."""
+    b, c, h, w = x_img.shape
+    t = torch.arange(-radius, radius + 1, dtype=x_img.dtype)
+    k = torch.exp(-0.5 * (t / sigma[:, None]) ** 2)  # [b, 2r+1]
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [b*C, 2r+1]
+    y = nn.functional.pad(x_img.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
+    y = nn.functional.conv2d(y, k[:, None, None, :], groups=b * c)
+    y = nn.functional.conv2d(y, k[:, None, :, None], groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+def _corrupt(x_img: Tensor, generator: torch.Generator) -> Tensor:
+    """Noisy or blurred copies of ``x_img [b, C, H, W]`` (half each, at random).
+
+    Noise: ``clamp(x + s eps, -1, 1)`` with ``s`` log-uniform in [0.1, 1.5]; blur: Gaussian of
+    width uniform in [0.5, 1.5] pixels. Used as the extra "corrupted" class of a noise-aware
+    classifier, so that its features respond to noise and blur.
+    """
+    b = x_img.shape[0]
+    noisy = torch.rand(b, generator=generator) < 0.5
+    s = torch.exp(torch.empty(b).uniform_(math.log(0.1), math.log(1.5), generator=generator))
+    eps = torch.randn(x_img.shape, generator=generator)
+    width = torch.empty(b).uniform_(0.5, 1.5, generator=generator)
+    with_noise = (x_img + s[:, None, None, None] * eps).clamp(-1, 1)
+    return torch.where(noisy[:, None, None, None], with_noise, _blur(x_img, width))
+
+
 def train_feature_classifier(
     x: Tensor,
     labels: Tensor,
@@ -243,6 +296,7 @@ def train_feature_classifier(
     lr: float = 2e-3,
     holdout: float = 0.2,
     width: int = 32,
+    corrupt: float = 0.0,
     num_threads: int | None = None,
 ) -> tuple[FeatureClassifier, float]:
     """Train a ``FeatureClassifier`` on flat data ``x [N, D]`` (in [-1, 1]) with Adam.
@@ -252,12 +306,25 @@ def train_feature_classifier(
     atomically (temp file + ``os.replace``) and reloaded (``weights_only=True``) when the
     configuration matches, instead of retraining. ``num_threads`` temporarily sets torch's
     intra-op threads (restored afterwards); 1 is much faster for 8x8 digits on a busy CPU.
+
+    ``corrupt > 0`` trains a noise-aware classifier: that fraction of every batch is replaced
+    by noisy or blurred copies labelled with an extra last class ``n_classes`` ("corrupted"),
+    so the model has ``n_classes + 1`` outputs; the accuracy counts a clean held-out image
+    called "corrupted" as wrong.
     """
+    x = _check_samples(x, "x", math.prod(shape))
+    labels = torch.as_tensor(labels).long()
+    if labels.shape != (x.shape[0],):
+        raise ValueError(f"labels must have shape [{x.shape[0]}], got {tuple(labels.shape)}")
+    if not 0.0 <= corrupt < 1.0:
+        raise ValueError(f"corrupt must be a fraction in [0, 1), got {corrupt}")
     previous = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _train_feature_classifier(x, labels, shape, steps, seed, cache_path, batch_size, lr, holdout, width)
+        return _train_feature_classifier(
+            x, labels, shape, steps, seed, cache_path, batch_size, lr, holdout, width, corrupt
+        )
     finally:
         torch.set_num_threads(previous)
 
@@ -273,13 +340,16 @@ def _train_feature_classifier(
     lr: float,
     holdout: float,
     width: int,
+    corrupt: float,
 ) -> tuple[FeatureClassifier, float]:
     shape = tuple(int(s) for s in shape)
-    labels = torch.as_tensor(labels).long()
     n_classes = int(labels.max()) + 1
     config = {"shape": list(shape), "n_classes": n_classes, "steps": steps, "seed": seed,
               "n": int(x.shape[0]), "batch_size": batch_size, "lr": lr, "holdout": holdout, "width": width}
-    model = FeatureClassifier(shape, n_classes, width)
+    if corrupt:  # only then, so that caches of plain classifiers stay valid
+        config["corrupt"] = corrupt
+    n_corrupt = int(round(corrupt * batch_size))
+    model = FeatureClassifier(shape, n_classes + 1 if corrupt else n_classes, width)
     path = Path(cache_path) if cache_path is not None else None
     if path is not None and path.exists():
         saved = torch.load(path, weights_only=True)
@@ -300,7 +370,11 @@ def _train_feature_classifier(
         lr_now = lr * 0.5 * (1 + math.cos(math.pi * step / steps))  # cosine decay
         for group in opt.param_groups:
             group["lr"] = lr_now
-        loss = nn.functional.cross_entropy(model(x_img[idx]), labels[idx])
+        xb, yb = x_img[idx], labels[idx]
+        if n_corrupt:
+            xb = torch.cat([_corrupt(xb[:n_corrupt], g), xb[n_corrupt:]])
+            yb = torch.cat([torch.full((n_corrupt,), n_classes), yb[n_corrupt:]])
+        loss = nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -322,8 +396,12 @@ def classifier_frechet_distance(
     """Fréchet classifier distance (FCD) between flat samples ``x_real [N, D]``, ``x_gen [M, D]``.
 
     ``frechet_distance`` of ``classifier.features``. NOT FID: the features come from the
-    project's small CNN, not Inception-v3 (whose weights are unavailable here).
+    project's small CNN, not Inception-v3 (whose weights are unavailable here). With a
+    classifier trained on clean data it ranks clamped noise above Gaussian blobs on 8x8
+    digits; prefer :class:`SampleScorer`.
     """
+    d = math.prod(shape)
+    x_real, x_gen = _check_samples(x_real, "x_real", d, min_n=2), _check_samples(x_gen, "x_gen", d, min_n=2)
     classifier.eval()
 
     def feats(x: Tensor) -> Tensor:
@@ -331,6 +409,130 @@ def classifier_frechet_distance(
         return torch.cat([classifier.features(x_img[i : i + batch]) for i in range(0, len(x_img), batch)])
 
     return frechet_distance(feats(x_real), feats(x_gen))
+
+
+def _cubic_kernel(a: Tensor, b: Tensor) -> Tensor:
+    """KID's polynomial kernel ``k(a, b) = (a . b / k + 1)^3`` of features ``[n, k]``, ``[m, k]`` -> ``[n, m]``."""
+    return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    """A kernel classifier distance with its standard error (jackknife over the scored samples)."""
+
+    kcd: float  # unbiased MMD^2 estimate: 0 in expectation for samples of the reference distribution
+    stderr: float  # jackknife standard error; the reference set is held fixed
+    n: int  # number of scored samples
+
+
+class SampleScorer:
+    """Kernel classifier distance (KCD) of samples from a reference set, lower is better.
+
+    KCD is the unbiased estimate of MMD^2 (Gretton et al. 2012, eq. 3) with the cubic kernel
+    ``k(a, b) = (a . b / k + 1)^3`` of KID (Bińkowski et al. 2018), applied to the ``k``
+    penultimate features of ``classifier``, standardised with the reference features' mean and
+    standard deviation (floored at 0.1 times their mean, for features dead on the reference).
+    Its expectation is 0 for samples from the reference distribution and does not depend on
+    the number of samples, so negative values occur and values at different ``n`` compare.
+    The standard error is the delete-one jackknife over the scored samples (conservative near
+    0, where the estimator is degenerate); the reference's own sampling error is a constant
+    offset shared by all scored sets. Held-out data score slightly above 0 when the reference
+    is the classifier's own training data (by about 0.005 on digits, 1-2 standard errors at
+    n = 1000); a held-out ``x_reference`` avoids that gap, at the price of its own sampling
+    noise if it is small.
+
+    Build it once per data set with :meth:`train` (a noise-aware classifier, cached), or from
+    any ``FeatureClassifier``. The reference (at most ``max_reference`` samples, a random
+    subset from ``seed`` if there are more) and its kernel mean are computed once, on the
+    classifier's device for features and in float64 on the CPU for the kernel.
+    """
+
+    def __init__(
+        self,
+        classifier: FeatureClassifier,
+        x_reference: Tensor,
+        shape: tuple[int, int, int],
+        *,
+        accuracy: float = float("nan"),
+        max_reference: int = 10_000,
+        seed: int = 0,
+        batch: int = 1024,
+    ) -> None:
+        self.classifier = classifier.eval()
+        self.shape = tuple(int(s) for s in shape)
+        self.dim = math.prod(self.shape)
+        self.accuracy = accuracy  # held-out accuracy of the classifier, for reports
+        self.batch = batch
+        x_ref = _check_samples(x_reference, "x_reference", self.dim, min_n=2)
+        if len(x_ref) > max_reference:
+            keep = torch.randperm(len(x_ref), generator=torch.Generator().manual_seed(seed))[:max_reference]
+            x_ref = x_ref[keep.to(x_ref.device)]
+        raw = self._raw_features(x_ref)
+        self.mean = raw.mean(0)  # [k]
+        std = raw.std(0)
+        if float(std.max()) == 0.0:
+            raise ValueError("x_reference: the classifier's features are constant on it (untrained classifier?)")
+        self.std = std.clamp_min(0.1 * float(std.mean()))  # [k]
+        self.reference = (raw - self.mean) / self.std  # [m, k]
+        m = len(self.reference)
+        total = sum(
+            float(_cubic_kernel(self.reference[i : i + batch], self.reference).sum()) for i in range(0, m, batch)
+        )
+        diag = float(((self.reference**2).sum(1) / self.reference.shape[1] + 1.0).pow(3).sum())
+        self.reference_term = (total - diag) / (m * (m - 1))  # mean of k(r_i, r_j), i != j
+
+    @classmethod
+    def train(
+        cls,
+        x: Tensor,
+        labels: Tensor,
+        shape: tuple[int, int, int],
+        *,
+        x_reference: Tensor | None = None,
+        steps: int = 800,
+        seed: int = 0,
+        corrupt: float = 0.5,
+        cache_path: str | os.PathLike | None = None,
+        num_threads: int | None = None,
+        max_reference: int = 10_000,
+    ) -> SampleScorer:
+        """Train a noise-aware classifier on ``x [N, D]``, ``labels [N]`` (``train_feature_classifier``
+        with ``corrupt``; cached at ``cache_path``) and score against ``x_reference`` (default ``x``)."""
+        classifier, accuracy = train_feature_classifier(
+            x, labels, shape, steps=steps, seed=seed, cache_path=cache_path, corrupt=corrupt,
+            num_threads=num_threads,
+        )
+        return cls(classifier, x if x_reference is None else x_reference, shape, accuracy=accuracy,
+                   max_reference=max_reference, seed=seed)
+
+    @torch.no_grad()
+    def _raw_features(self, x: Tensor) -> Tensor:
+        device = next(self.classifier.parameters()).device
+        x_img = x.reshape(-1, *self.shape)
+        return torch.cat([
+            self.classifier.features(x_img[i : i + self.batch].to(device)).double().cpu()
+            for i in range(0, len(x_img), self.batch)
+        ])
+
+    def features(self, x: Tensor) -> Tensor:
+        """Standardised features ``[n, k]`` (float64, CPU) of flat samples ``x [n, D]``."""
+        x = _check_samples(x, "x", self.dim)
+        return (self._raw_features(x) - self.mean) / self.std
+
+    def score(self, x_gen: Tensor) -> SampleScore:
+        """KCD of flat samples ``x_gen [n, D]`` (``n >= 3``) in [-1, 1], with its jackknife standard error."""
+        x_gen = _check_samples(x_gen, "x_gen", self.dim, min_n=3)
+        g = (self._raw_features(x_gen) - self.mean) / self.std  # [n, k]
+        n, m, b = len(g), len(self.reference), self.batch
+        diag = ((g**2).sum(1) / g.shape[1] + 1.0) ** 3  # [n] k(g_i, g_i)
+        rows = torch.cat([_cubic_kernel(g[i : i + b], g).sum(1) for i in range(0, n, b)]) - diag  # [n], j != i
+        cols = sum(_cubic_kernel(self.reference[i : i + b], g).sum(0) for i in range(0, m, b))  # [n]
+        s_gg, s_rg = rows.sum(), cols.sum()
+        kcd = self.reference_term + s_gg / (n * (n - 1)) - 2 * s_rg / (m * n)
+        # Delete-one jackknife over the scored samples: drop sample i from both sums.
+        loo = self.reference_term + (s_gg - 2 * rows) / ((n - 1) * (n - 2)) - 2 * (s_rg - cols) / (m * (n - 1))
+        stderr = math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
+        return SampleScore(float(kcd), stderr, n)
 
 
 def inception_fid(x_real: Tensor, x_gen: Tensor, shape: tuple[int, int, int]) -> float:

@@ -34,7 +34,8 @@ from .schedules import Schedule
 from .train import TrainConfig, TrainResult, train
 
 __all__ = ["Setup", "prepare", "setup_from_data", "bin_width", "build_model", "fit", "TrainedNet",
-           "train_model", "held_out_loss", "evaluate_bpd", "generate", "denoised_trajectory", "set_threads",
+           "train_model", "held_out_loss", "evaluate_bpd", "evaluate_at", "sample_scorer", "generate", "denoised_trajectory",
+           "set_threads",
            "Timer"]
 
 VAL_SEED = 12345  # fixed permutation of the training split for the validation hold-out
@@ -244,6 +245,49 @@ def generate(model, setup: Setup, schedule: Schedule, n: int, *, params=None, st
     y = sample(model, schedule, n, method=method, steps=steps, params=params, generator=g, device=device,
                condition=condition, progress=progress, callback=callback)
     return setup.prior.decode(y.double().cpu()).clamp(-1, 1).float()
+
+
+def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=None, n_samples: int = 0,
+                method: str = "em", steps: int = 100, seed: int = 0, n_time_samples: int = 4, keep: int = 0,
+                device: str = "cpu") -> dict[str, Any]:
+    """Held-out bits/dim with its terms (:func:`evaluate_bpd`) at schedule parameters ``params``,
+    and, with a ``scorer`` (:class:`gud.metrics.SampleScorer`) and ``n_samples``, the sample score
+    of that many samples (sampler ``method`` with ``steps`` steps, seed ``seed``); the first
+    ``keep`` samples are returned as ``samples [keep, D]``."""
+    pp = None if params is None else torch.as_tensor(params, dtype=torch.float64).reshape(-1)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out: dict[str, Any] = evaluate_bpd(model, setup, schedule, params=pp, seed=seed,
+                                           n_time_samples=n_time_samples, device=device)
+    out["bpd_s"] = time.perf_counter() - t0
+    if n_samples:
+        t0 = time.perf_counter()
+        x = generate(model, setup, schedule, n_samples, params=pp, steps=steps, method=method, seed=seed,
+                     device=device)
+        out["sample_s"] = time.perf_counter() - t0
+        if scorer is not None:
+            sc = scorer.score(x)
+            out["score"], out["score_se"] = sc.kcd, sc.stderr
+        if keep:
+            out["samples"] = x[:keep].numpy()
+    return out
+
+
+def sample_scorer(setup: Setup, *, steps: int = 800, seed: int = 0, device: str = "cpu"):
+    """The sample score of ``setup``'s data (:class:`gud.metrics.SampleScorer`, the kernel
+    classifier distance KCD): a noise-aware classifier trained on the training split (cached
+    under ``data/``), the test split as the reference.  Held-out real data (the validation
+    split) score near 0, the floor."""
+    from .data import data_root
+    from .metrics import SampleScorer
+
+    tr = setup.train
+    name = f"scorer-{tr.name}-{'x'.join(map(str, tr.shape))}-n{len(tr)}-{steps}-{seed}.pt"
+    scorer = SampleScorer.train(tr.x, tr.labels, tr.shape, x_reference=setup.test.x, steps=steps, seed=seed,
+                                cache_path=data_root() / name, num_threads=torch.get_num_threads())
+    if device != "cpu":
+        scorer.classifier.to(device)
+    return scorer
 
 
 @torch.no_grad()
