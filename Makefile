@@ -2,7 +2,7 @@
 # GUD_PROFILE (ci | gpu | paper) is passed through to notebooks: `make book GUD_PROFILE=gpu`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help env test test-html book bench clean
+.PHONY: help env test test-unit results test-notebooks test-html book bench clean
 
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -18,7 +18,8 @@ NOTEBOOKS := $(wildcard book/*.ipynb)
 
 help:
 	@echo "make env        create $(VENV) and install gud with the book and test extras"
-	@echo "make test       unit tests, then the notebooks under nbval (GUD_PROFILE=$(GUD_PROFILE))"
+	@echo "make test       unit tests, the ci results (two processes), then the notebooks under nbval"
+	@echo "make results    compute every missing result of GUD_PROFILE=$(GUD_PROFILE) (python -m gud run --pending)"
 	@echo "make book       build the Jupyter Book into _build/html (GUD_PROFILE=$(GUD_PROFILE))"
 	@echo "make test-html  render the built book in headless Chromium (needs chromium)"
 	@echo "make bench      run benchmarks/bench_*.py"
@@ -32,8 +33,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[book,test]"
 	@touch $@
 
-test: env
+test: test-unit results test-notebooks
+
+test-unit: env
 	$(PY) -m pytest -q tests --ignore=tests/html
+
+# ci results are computed by two worker processes (one torch thread each) before the notebooks
+# load them; gpu and paper results are read from the committed store.
+results: env
+ifeq ($(GUD_PROFILE),ci)
+	$(PY) -m gud run --pending --profile ci --jobs 2 --quiet
+else
+	$(PY) -m gud status --profile $(GUD_PROFILE)
+endif
+
+test-notebooks: env
 ifneq ($(NOTEBOOKS),)
 	$(PY) -m pytest -q --nbval --nbval-sanitize-with book/sanitize.cfg $(NOTEBOOKS) \
 		|| { rc=$$?; [ $$rc -eq 5 ] && echo "nbval: no code cells to check"; [ $$rc -eq 5 ]; }
@@ -55,5 +69,5 @@ bench: env
 	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f" || exit 1; done
 
 clean:
-	rm -rf _build
+	rm -rf _build runs
 	rm -rf results/*/ci

@@ -171,6 +171,7 @@ class TrainedNet:
     final_loss: float
     finished: bool = True
     stopped_early: bool = False
+    resumed_from: int = 0  # step loaded from the checkpoint (0: trained from scratch in this call)
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     eval_history: list[tuple[int, float]] = field(default_factory=list)
 
@@ -203,7 +204,7 @@ def train_model(setup: Setup, schedule: Schedule, *, net: str = "mlp", net_kwarg
               device=device, checkpoint=checkpoint, progress=progress, **kw)
     final = res.loss_history[-1][1] if res.loss_history else float("nan")
     return TrainedNet(res.ema_model.eval(), res.step, res.best_step, res.wall_time, res.throughput, final,
-                      res.finished, res.stopped_early, res.loss_history, res.eval_history)
+                      res.finished, res.stopped_early, res.resumed_from, res.loss_history, res.eval_history)
 
 
 def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: int = 0,

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["to_images", "image_grid", "plot_snr_paths"]
+__all__ = ["to_images", "image_grid", "plot_snr_paths", "tile", "show_tiles", "curves"]
 
 
 def _numpy(x) -> np.ndarray:
@@ -109,3 +109,47 @@ def plot_snr_paths(ax, t, log_snr, labels, *, cmap: str = "viridis", max_lines: 
     if colorbar:
         ax.figure.colorbar(lc, ax=ax, label=label_name)
     return lc
+
+
+def tile(images, shape: Sequence[int], gap: int = 1, fill: float = 1.0) -> np.ndarray:
+    """Images ``[rows, cols, D]`` (flat, in [-1, 1]) as one picture ``[rows*(H+gap)-gap,
+    cols*(W+gap)-gap(, 3)]`` in [0, 1] with ``gap`` pixels of ``fill`` between images."""
+    c, h, w = (int(s) for s in shape)
+    a = _numpy(images)
+    if a.ndim != 3:
+        raise ValueError(f"images must be [rows, cols, D]; got shape {a.shape}")
+    r, k = a.shape[:2]
+    a = np.clip((a.reshape(r, k, c, h, w) + 1) / 2, 0, 1)
+    out = np.full((c, r * (h + gap) - gap, k * (w + gap) - gap), fill)
+    for i in range(r):
+        for j in range(k):
+            out[:, i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = a[i, j]
+    return out[0] if c == 1 else out.transpose(1, 2, 0)
+
+
+def show_tiles(ax, images, shape: Sequence[int], *, row_labels: Sequence[str] | None = None,
+               col_labels: Sequence[str] | None = None, gap: int = 1, title: str | None = None,
+               fontsize: float = 9):
+    """Draw :func:`tile` on ``ax`` with row labels on the left and column labels on top."""
+    pic = tile(images, shape, gap)
+    _, h, w = (int(s) for s in shape)
+    ax.imshow(pic, cmap="gray" if pic.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    r, k = _numpy(images).shape[:2]
+    ax.set_yticks([i * (h + gap) + h / 2 - 0.5 for i in range(r)], row_labels or [], fontsize=fontsize)
+    ax.set_xticks([j * (w + gap) + w / 2 - 0.5 for j in range(k)], col_labels or [], fontsize=fontsize)
+    ax.tick_params(length=0)
+    if col_labels:
+        ax.xaxis.tick_top()
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=fontsize + 1)
+    return ax
+
+
+def curves(ax, history, *, label: str | None = None, **kw):
+    """Plot a training history ``[(step, value), ...]`` (array ``[n, 2]``)."""
+    h = _numpy(history)
+    if h.size:
+        ax.plot(h[:, 0], h[:, 1], label=label, **kw)
+    return ax

@@ -16,6 +16,7 @@ An experiment is a module ``gud.experiments.<id>`` with ``CONFIGS = {profile: di
 """
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
@@ -105,9 +106,14 @@ class Context:
                                   f"(checkpoint {ckpt.relative_to(REPO) if ckpt.is_relative_to(REPO) else ckpt})")
         summary = tn.summary()
         done = self.directory / f"{name}.train.json"
-        if tn.wall_time > 0 or not done.exists():  # keep the compute of the call that trained it
-            _atomic_write(done, lambda p: p.write_text(json.dumps(summary)))
-        self.trained[name] = json.loads(done.read_text())
+        if done.exists():  # a resumed or reloaded training: add this call's compute to the earlier calls'
+            before = json.loads(done.read_text())
+            if tn.resumed_from >= tn.steps:  # reloaded, nothing trained now
+                summary = before
+            else:
+                summary["train_s"] += before.get("train_s", 0.0) if tn.resumed_from > 0 else 0.0
+        _atomic_write(done, lambda p: p.write_text(json.dumps(summary)))
+        self.trained[name] = summary
         if keep:
             self.weights[name] = (tn.model, setup.prior, {"net": net, "net_kwargs": dict(net_kwargs)})
         return tn
@@ -169,19 +175,26 @@ def run(experiment: str, profile: str | None = None, *, config: Mapping[str, Any
     dev = str(device or default_device())
     threads = cfg.get("threads")
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(int(os.environ.get("GUD_THREADS", threads)))
     start = time.monotonic()
-    ctx = Context(experiment, profile, cfg, device=dev, progress=progress,
-                  directory=run_dir(experiment, profile, cfg, runs_root),
-                  deadline=None if budget_s is None else start + float(budget_s), log=log)
-    metrics, arrays = mod.compute(cfg, ctx)
-    wall = time.monotonic() - start
-    info = {"device": dev, "device_name": torch.cuda.get_device_name() if dev.startswith("cuda") else "CPU",
-            "torch_threads": torch.get_num_threads(), "wall_seconds_last_call": wall,
-            "cpu": platform.processor() or platform.machine(), "trainings": ctx.trained}
-    dtype = cfg.get("weights_dtype", "float32")
-    result = store.save(experiment, profile, cfg, metrics, arrays, info=info, weights=ctx.weights,
-                        weights_dtype=dtype)
+    directory = run_dir(experiment, profile, cfg, runs_root)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        # one process per run: a second one waits, then finds the stored result
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not recompute:
+            found = store.load(experiment, profile, cfg)
+            if found is not None:
+                return found
+        ctx = Context(experiment, profile, cfg, device=dev, progress=progress, directory=directory,
+                      deadline=None if budget_s is None else start + float(budget_s), log=log)
+        metrics, arrays = mod.compute(cfg, ctx)
+        wall = time.monotonic() - start
+        info = {"device": dev, "device_name": torch.cuda.get_device_name() if dev.startswith("cuda") else "CPU",
+                "torch_threads": torch.get_num_threads(), "wall_seconds_last_call": wall,
+                "cpu": platform.processor() or platform.machine(), "trainings": ctx.trained}
+        result = store.save(experiment, profile, cfg, metrics, arrays, info=info, weights=ctx.weights,
+                            weights_dtype=cfg.get("weights_dtype", "float32"))
     log(f"[{experiment}] stored {profile} result ({wall:.0f} s this call)")
     return result
 
