@@ -43,9 +43,10 @@ def stratified_times(n: int, generator: torch.Generator | None = None, device=No
     """Low-discrepancy times ``t_i = (u + i/n) mod 1`` (VDM), shape ``[n]``."""
     if generator is None:
         raise ValueError("stratified_times needs a torch.Generator (nothing draws from the global RNG)")
-    u = torch.rand((), generator=generator, dtype=torch.float64)
-    t = (u + torch.arange(n, dtype=torch.float64) / n) % 1.0
-    return t.to(device=device, dtype=dtype)
+    dev = generator.device
+    u = torch.rand((), generator=generator, dtype=torch.float64, device=dev)
+    t = (u + torch.arange(n, dtype=torch.float64, device=dev) / n) % 1.0
+    return t.to(device=device if device is not None else dev, dtype=dtype)
 
 
 class EpsLoss:
@@ -67,7 +68,10 @@ class EpsLoss:
         b = y0.shape[0]
         if b == 0:
             raise ValueError("y0 is empty: need at least one example")
-        t = stratified_times(b, generator, dtype=torch.float64)
+        # on an accelerator: times, parameters and gamma drawn and computed there, in float32,
+        # with the schedule's tensors moved once (``EpsLoss(schedule.to(device))``)
+        on_cpu = generator.device.type == "cpu"
+        t = stratified_times(b, generator, dtype=torch.float64 if on_cpu else torch.float32)
         params = self.schedule.sample_params(b, generator)
         gamma = self.schedule.gamma(t, params).to(y0.device, y0.dtype)
         y_t, eps = add_noise(y0, gamma, generator)

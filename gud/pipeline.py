@@ -130,8 +130,10 @@ def fit(model: EpsNet, schedule: Schedule, y_train: Tensor, *, steps: int, batch
     :func:`gud.train.train`)."""
     run_kw = {k: train_kwargs.pop(k) for k in ("deadline", "eval_fn") if k in train_kwargs}
     train_kwargs.setdefault("warmup", min(100, max(1, steps // 10)))
+    if not str(device).startswith("cpu"):  # draw times and noise on the device: no host sync per step
+        train_kwargs.setdefault("loss_generator_device", str(device))
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, **train_kwargs)
-    return train(model.to(device), EpsLoss(schedule), y_train, cfg, checkpoint_path=checkpoint,
+    return train(model.to(device), EpsLoss(schedule.to(device)), y_train, cfg, checkpoint_path=checkpoint,
                  progress=progress, **run_kw)
 
 

@@ -24,6 +24,7 @@ Schedules here: scalar :class:`LinearSchedule` (VDM), :class:`CosineSchedule`,
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -116,6 +117,15 @@ class Schedule:
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> Tensor | None:
         return None
 
+    def to(self, device) -> "Schedule":
+        """A copy of the schedule with its tensors on ``device`` (the original is unchanged), so
+        that gamma is computed where the data live, without host-device copies per step."""
+        out = copy.copy(self)
+        for name, value in vars(self).items():
+            if torch.is_tensor(value):
+                setattr(out, name, value.to(device))
+        return out
+
     def _expand(self, g: Tensor) -> Tensor:
         """``[B, 1]`` -> ``[B, D]``."""
         return g.expand(g.shape[0], self.dim)
@@ -130,6 +140,8 @@ def _check_t(t: Tensor | float) -> Tensor:
     if not torch.is_floating_point(t):
         t = t.to(torch.get_default_dtype())
     p = fwAD.unpack_dual(t).primal
+    if p.device.type != "cpu":  # checking would synchronise the host with the device every call
+        return t
     outside = torch.isnan(p) | (p < 0) | (p > 1)
     if bool(outside.any()):
         raise ValueError(f"t must lie in [0, 1] (0 clean, 1 noise); got {p[outside][:3].tolist()}")
@@ -261,6 +273,8 @@ class SoftConditioningSchedule(Schedule):
             self._check_params(self.param_range.T)
 
     def _check_params(self, params: Tensor) -> None:
+        if params.device.type != "cpu":  # drawn by sample_params from a checked range; no host sync
+            return
         if not torch.isfinite(params).all():
             raise ValueError("schedule parameters contain NaN or infinite values")
         if self.param_map is None and (params < 0).any():
@@ -268,7 +282,8 @@ class SoftConditioningSchedule(Schedule):
 
     def weights(self, params: Tensor | None, batch: int) -> Tensor:
         """Label weights ``[B, K]`` from parameters (``None``: the default)."""
-        p = self.default_params if params is None else torch.as_tensor(params, dtype=torch.float64)
+        p = self.default_params if params is None else torch.as_tensor(params, dtype=torch.float64,
+                                                                        device=self.labels.device)
         if p.ndim <= 1:
             p = p.reshape(1, -1).expand(batch, -1)
         if p.shape[0] != batch:
@@ -284,13 +299,13 @@ class SoftConditioningSchedule(Schedule):
     def effective_gamma(self, t: Tensor, params: Tensor | None = None) -> Tensor:
         """:math:`\\tilde\\gamma_i(t) = -\\log\\mathrm{SNR}_i(t)`, shape ``[B, D]``."""
         t = _check_t(t)
-        return self.gamma(t, params) - self.log_var.to(t.dtype)
+        return self.gamma(t, params) - self.log_var.to(t)
 
     def gamma(self, t: Tensor, params: Tensor | None = None) -> Tensor:
         t = _check_t(t)
-        w = self.weights(params, t.shape[0]).to(t.dtype)
-        lab = w @ self.labels.to(t.dtype)  # [B, D]
-        log_var = self.log_var.to(t.dtype)
+        w = self.weights(params, t.shape[0]).to(t)
+        lab = w @ self.labels.to(t)  # [B, D]
+        log_var = self.log_var.to(t)
         if self.endpoints == "process":
             lab = lab + log_var
         lmax, lmin = lab.amax(-1, keepdim=True), lab.amin(-1, keepdim=True)
@@ -304,8 +319,9 @@ class SoftConditioningSchedule(Schedule):
         if self.param_range is None:
             return None
         lo, hi = self.param_range[:, 0], self.param_range[:, 1]
-        u = torch.rand(n, lo.numel(), generator=generator, dtype=torch.float64)
-        return lo + u * (hi - lo)
+        dev = generator.device if generator is not None else lo.device
+        u = torch.rand(n, lo.numel(), generator=generator, dtype=torch.float64, device=dev)
+        return lo.to(dev) + u * (hi - lo).to(dev)
 
 
 class SequentialSchedule(Schedule):
@@ -335,5 +351,5 @@ class SequentialSchedule(Schedule):
     def gamma(self, t: Tensor, params: Tensor | None = None) -> Tensor:
         t = _check_t(t)
         slope = (self.gamma_noise - self.gamma_denoise) / self.width
-        g = self.gamma_denoise + slope * (t[:, None] - self.offset.to(t.dtype))
-        return g.clamp(self.gamma_denoise, self.gamma_noise) + self.log_var.to(t.dtype)
+        g = self.gamma_denoise + slope * (t[:, None] - self.offset.to(t))
+        return g.clamp(self.gamma_denoise, self.gamma_noise) + self.log_var.to(t)

@@ -146,3 +146,18 @@ def test_clipped_soft_conditioning_keeps_order_and_bounds():
     st = clipped.state(t)
     waiting = (plain.gamma(t) < -7 - 1e-9) | (plain.gamma(t) > 3 + 1e-9)
     assert waiting.any() and torch.all(st.gamma_dot[waiting] == 0)  # flat (rate zero) while waiting
+
+
+def test_schedule_to_device_copy():
+    """``schedule.to(device)`` returns a copy with its tensors moved; the original is unchanged."""
+    from gud.schedules import SoftConditioningSchedule
+
+    s = SoftConditioningSchedule(torch.arange(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64),
+                                 param_range=[[0.5, 2.0]], clip=True, endpoints="process")
+    c = s.to("cpu")
+    assert c is not s and c.labels is not None
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    torch.testing.assert_close(c.gamma(t, torch.tensor([1.3])), s.gamma(t, torch.tensor([1.3])))
+    g = torch.Generator().manual_seed(0)
+    p = c.sample_params(4, g)
+    assert p.shape == (4, 1) and bool(((p >= 0.5) & (p <= 2.0)).all())

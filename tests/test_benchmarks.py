@@ -1,0 +1,76 @@
+"""Tests for the throughput probe (gud.bench) and benchmarks/bench_train.py at its smallest size."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gud.bench import probe, profile_entries
+
+REPO = Path(__file__).resolve().parents[1]
+HAVE_PEER = importlib.util.find_spec("denoising_diffusion_pytorch") is not None
+
+
+def test_probe_measures_training_and_sampling(capsys):
+    class Affine(nn.Module):  # a denoiser built without the global RNG
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(d))
+
+        def forward(self, y, gamma):
+            return self.w * y + 0.1 * gamma
+
+    entries = [
+        {"name": "unet-fourier", "kind": "unet", "shape": (1, 8, 8), "batch": 8, "sample_batch": 4,
+         "basis": "fourier", "net_kwargs": {"base_channels": 8, "channel_mults": [1, 2]}},
+        {"name": "affine", "factory": lambda: Affine(64), "shape": (1, 8, 8), "batch": 16},
+    ]
+    state = torch.random.get_rng_state()
+    rows = probe(entries, seconds=0.6, device="cpu")
+    assert torch.equal(state, torch.random.get_rng_state())  # nothing drew from the global RNG
+    assert [r["name"] for r in rows] == ["unet-fourier", "affine"]
+    for r in rows:
+        assert r["train_steps"] >= 3 and r["nfe_calls"] >= 3
+        assert r["train_img_s"] > 0 and r["nfe_img_s"] > 0 and r["fast_path"] == "cpu: eager fp32"
+    assert rows[1]["params"] == 64 and rows[0]["sample_batch"] == 4
+    assert "train img/s" in capsys.readouterr().out
+
+
+def test_probe_bad_input():
+    with pytest.raises(ValueError, match="models"):
+        probe([], seconds=1)
+    with pytest.raises(ValueError, match="shape"):
+        probe([{"name": "x", "kind": "mlp", "shape": (8, 8)}], seconds=1)
+    with pytest.raises(ValueError, match="seconds"):
+        probe([{"name": "x", "kind": "mlp", "shape": (1, 8, 8)}], seconds=0)
+    with pytest.raises(ValueError, match="batch"):
+        probe([{"name": "x", "kind": "mlp", "shape": (1, 8, 8), "batch": 0}], seconds=1)
+
+
+def test_profile_entries():
+    gpu = profile_entries("gpu")
+    assert gpu and all(e["kind"] == "unet" and len(e["shape"]) == 3 for e in gpu)
+    assert {e["shape"] for e in gpu} >= {(1, 32, 32), (3, 32, 32)}
+    assert all(e["kind"] == "mlp" and e["shape"] == (1, 8, 8) for e in profile_entries("ci"))
+
+
+@pytest.mark.skipif(not HAVE_PEER, reason="needs the `bench` extra (denoising-diffusion-pytorch)")
+def test_bench_train_prints_the_ratio():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_train.py"), "--cpu-small",
+                          "--device", "cpu", "--seconds", "0.2"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ours/peer" in out.stdout
+    row = re.search(r"^small\s+1x16x16\s+16\s+fp32\s+([\d,]+)\s+([\d,]+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+([\d.]+)"
+                    r"\s+([\d.]+)\s*$",
+                    out.stdout, re.MULTILINE)
+    assert row, out.stdout
+    ours, peer = (int(row.group(i).replace(",", "")) for i in (1, 2))
+    assert abs(ours / peer - 1) <= 0.05  # equal parameter counts
+    assert float(row.group(5)) > 0
