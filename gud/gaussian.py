@@ -12,7 +12,10 @@ Data are a stationary 1-D Gaussian process on ``D`` points, ``x ~ N(0, K_x)``, s
 * every sampler of :mod:`gud.samplers` driven by the exact denoiser
   :class:`gud.oracle.GaussianOracle` is an affine map plus Gaussian noise per step, so
   the law of its output is Gaussian and its mean and covariance can be propagated
-  exactly (:func:`propagate_moments`), without Monte-Carlo error;
+  exactly (:func:`propagate_moments` mirrors the single-step samplers;
+  :func:`sampler_moments` runs any sampler on unit inputs and unit noises and uses
+  linearity), without Monte-Carlo error; :func:`sampler_error_vs_nfe` gives every
+  sampler's exact error against its number of network evaluations;
 * with the exact denoiser the expected ELBO exceeds the exact NLL by exactly
   :math:`\mathrm{KL}(q(y_1)\,\|\,\mathcal N(0, I))` plus the expected KL of the
   Gaussian decoder from the true posterior at t = 0 (:func:`elbo_gap`).
@@ -30,7 +33,7 @@ from torch import Tensor
 from .bases import PixelBasis
 from .oracle import GaussianOracle
 from .prior import Prior
-from .samplers import sample, time_grid
+from .samplers import DEFAULT_GRID, SAMPLERS, make_grid, nfe, sample, steps_for_nfe, time_grid
 from .schedules import NoiseState, Schedule, SoftConditioningSchedule, alpha_sigma
 
 __all__ = [
@@ -44,6 +47,9 @@ __all__ = [
     "conditional_variance",
     "decision_times",
     "propagate_moments",
+    "sampler_moments",
+    "sampler_error_vs_nfe",
+    "covariance_error",
     "marginal_moments",
     "prior_mismatch",
     "elbo_gap",
@@ -217,8 +223,12 @@ def propagate_moments(oracle: GaussianOracle, schedule: Schedule, method: str, s
     The updates mirror the sampler code step by step (same grid, same Euler last step
     of Heun, same final denoising).  ``init = (mean, cov)`` at t = 1 (default the
     sampler's :math:`\mathcal N(0, I)`; pass :math:`q(y_1)` to isolate discretisation error).
+    Other samplers of :data:`gud.samplers.SAMPLERS` go through :func:`sampler_moments`.
     """
     if method not in ("em", "heun", "ddim", "ancestral"):
+        if method in SAMPLERS:  # the multistep samplers: exact moments by linearity
+            return sampler_moments(oracle, schedule, method, steps, params=params, init=init,
+                                   denoise_final=denoise_final)
         raise ValueError(f"unknown sampler {method!r}")
     d = oracle.dim
     eye = torch.eye(d, dtype=torch.float64)
@@ -277,6 +287,128 @@ def propagate_moments(oracle: GaussianOracle, schedule: Schedule, method: str, s
         mu = m_mat @ mu - s0 * c0 / a0
         p = m_mat @ p @ m_mat.T
     return mu, 0.5 * (p + p.T)
+
+
+def sampler_moments(oracle: GaussianOracle, schedule: Schedule, method, steps: int | None = None, *,
+                    grid: Tensor | str | None = None, params=None, init: tuple[Tensor, Tensor] | None = None,
+                    denoise_final: bool = True, condition: tuple[Tensor, Tensor] | None = None,
+                    **kwargs) -> tuple[Tensor, Tensor]:
+    r"""Exact mean ``[D]`` and covariance ``[D, D]`` of the output of any sampler of
+    :data:`gud.samplers.SAMPLERS` (a name, or a sampler function with the same signature)
+    driven by the Gaussian ``oracle``, by linearity.
+
+    With an affine denoiser the sampler is an affine function of its Gaussian inputs,
+    :math:`y_{out} = c + M y_1 + \sum_k N_k z_k` (initial state and every standard normal draw
+    ``z_k`` it makes through its ``noise`` source), so
+    :math:`\mathrm{Cov} = M P_1 M^\top + \sum_k N_k N_k^\top`.  One run on a batch of
+    :math:`1 + D + KD` rows gives all columns at once: row 0 the mean path, rows ``1..D`` the
+    columns of a square root of the initial covariance, and every later row one unit noise
+    (a dry run with one row counts the ``K`` draws).  The cost is that of sampling
+    :math:`1 + D(K+1)` examples: fine for ``D = 16`` and a hundred steps; for long
+    Euler-Maruyama chains :func:`propagate_moments` (matrix propagation) is cheaper.
+
+    ``grid``: explicit times or a grid kind; default the grid ``sample(method=method,
+    steps=steps)`` uses.  ``init = (mean, cov)`` at ``grid[0]`` (default
+    :math:`\mathcal N(0, I)`); ``condition`` as in :func:`gud.samplers.sample` (``y_known [D]``);
+    other keyword arguments go to the sampler.
+    """
+    if callable(method):
+        fn, kind = method, "t"
+    elif method in SAMPLERS:
+        fn, kind = SAMPLERS[method], DEFAULT_GRID.get(method, "t")
+    else:
+        raise ValueError(f"unknown sampler {method!r}: method must be one of {sorted(SAMPLERS)} or a sampler function")
+    if grid is None or isinstance(grid, str):
+        if steps is None:
+            raise ValueError("steps: need a number of steps (or an explicit grid)")
+        grid = make_grid(schedule, steps, kind if grid is None else grid, params=params)
+    d = oracle.dim
+    count = [0]
+
+    def counting(like: Tensor) -> Tensor:
+        count[0] += 1
+        return torch.zeros_like(like)
+
+    kw = dict(params=params, denoise_final=denoise_final, condition=condition, **kwargs)
+    fn(oracle, schedule, torch.zeros(1, d, dtype=torch.float64), grid, noise=counting, **kw)
+    rows = 1 + d + count[0] * d
+    if init is None:
+        mu0, root = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
+    else:
+        mu0 = torch.as_tensor(init[0], dtype=torch.float64)
+        root = torch.linalg.cholesky(torch.as_tensor(init[1], dtype=torch.float64))
+    y = mu0.expand(rows, d).clone()
+    y[1:1 + d] += root.T
+    calls = [0]
+    cols = torch.arange(d)
+
+    def unit(like: Tensor) -> Tensor:
+        z = torch.zeros(rows, d, dtype=torch.float64)
+        z[1 + d * (1 + calls[0]) + cols, cols] = 1.0
+        calls[0] += 1
+        return z
+
+    out = fn(oracle, schedule, y, grid, noise=unit, **kw).to(torch.float64)
+    if calls[0] != count[0]:
+        raise RuntimeError(f"sampler {method!r} drew noise {calls[0]} times, {count[0]} in the dry run")
+    jac = out[1:] - out[0]
+    cov = jac.T @ jac
+    return out[0], 0.5 * (cov + cov.T)
+
+
+def covariance_error(cov: Tensor, target: Tensor, prior: Prior | None = None) -> float:
+    r"""Relative Frobenius error :math:`\|C - C_*\|_F / \|C_*\|_F` of a covariance ``[D, D]`` of
+    whitened components against ``target``, measured in data space when a ``prior`` is given
+    (:math:`C_x = U^\top S C S U`; the basis is orthogonal, so only the scale matters)."""
+    c, c0 = (torch.as_tensor(v, dtype=torch.float64) for v in (cov, target))
+    if prior is not None:
+        s = prior.scale.to(torch.float64)
+        c, c0 = s[:, None] * c * s[None, :], s[:, None] * c0 * s[None, :]
+    return float(torch.linalg.norm(c - c0) / torch.linalg.norm(c0))
+
+
+def sampler_error_vs_nfe(toy: Toy, schedule: Schedule, *, nfes=(6, 10, 15, 20, 25, 35, 50, 75, 100),
+                         methods=None, params=None, reference_steps: int = 1000) -> dict:
+    r"""Exact error of every sampler against its number of network evaluations (NFE, the final
+    denoising included) on a Gaussian ``toy`` under ``schedule``: for the output law
+    :math:`p` of ``sample(toy.oracle, schedule, n, method=m, steps=s)`` (default grid of each
+    sampler, exact moments by :func:`propagate_moments` / :func:`sampler_moments`), the KL
+    :math:`\mathrm{KL}(q(y_0)\,\|\,p)` and the relative Frobenius error of the data-space
+    covariance (:func:`covariance_error`).  ``steps`` is the most a budget allows
+    (:func:`gud.samplers.steps_for_nfe`; Heun needs an even budget, so it may use one less).
+
+    Returns arrays for a plot: ``methods`` (names), ``nfe [N]`` (budgets), ``steps [M, N]``,
+    ``nfe_used [M, N]``, ``kl [M, N]``, ``cov_err [M, N]`` (``nan`` where a budget is below
+    one step), and the reference ``ref_kl``, ``ref_cov_err`` of ``reference_steps``-step
+    Euler-Maruyama and the prior mismatch ``prior_kl`` :math:`\mathrm{KL}(q(y_1)\,\|\,\mathcal N(0, I))`.
+    """
+    methods = list(SAMPLERS) if methods is None else list(methods)
+    for method in methods:
+        nfe(method, 1)  # ValueError naming the method if unknown
+    nfes = [int(v) for v in nfes]
+    if not nfes or min(nfes) < 1:
+        raise ValueError(f"nfes must be positive numbers of network evaluations; got {nfes}")
+    oracle = toy.oracle
+    m0, c0 = oracle.mean, oracle.cov
+    shape = (len(methods), len(nfes))
+    out = {"methods": methods, "nfe": torch.tensor(nfes),
+           "steps": torch.zeros(shape, dtype=torch.long), "nfe_used": torch.zeros(shape, dtype=torch.long),
+           "kl": torch.full(shape, math.nan, dtype=torch.float64),
+           "cov_err": torch.full(shape, math.nan, dtype=torch.float64)}
+    for i, method in enumerate(methods):
+        for j, budget in enumerate(nfes):
+            if budget < nfe(method, 1):
+                continue
+            st = steps_for_nfe(method, budget)
+            mu, cov = propagate_moments(oracle, schedule, method, st, params=params)
+            out["steps"][i, j], out["nfe_used"][i, j] = st, nfe(method, st)
+            out["kl"][i, j] = gaussian_kl(m0, c0, mu, cov)
+            out["cov_err"][i, j] = covariance_error(cov, c0, toy.prior)
+    mu, cov = propagate_moments(oracle, schedule, "em", reference_steps, params=params)
+    out["ref_kl"] = gaussian_kl(m0, c0, mu, cov)
+    out["ref_cov_err"] = covariance_error(cov, c0, toy.prior)
+    out["prior_kl"] = prior_mismatch(oracle, schedule, params)
+    return out
 
 
 def marginal_moments(oracle: GaussianOracle, gamma: Tensor) -> tuple[Tensor, Tensor]:

@@ -48,7 +48,7 @@ def test_hash_is_stable_and_canonical(store):
 
 def test_missing_result(store):
     assert store.load("e1", "gpu", CONFIG) is None
-    with pytest.raises(ResultNotFoundError, match="GUD_PROFILE=gpu") as info:
+    with pytest.raises(ResultNotFoundError, match="python -m gud run e1 --profile gpu") as info:
         store.require("e1", "gpu", CONFIG)
     assert isinstance(info.value, FileNotFoundError)
 

@@ -1,5 +1,6 @@
-"""Tests of gud.toy: the exact Gaussian toy (covariances, KL, decision times, exact sampler
-moments against the real samplers, and the ELBO gap against quadrature and Monte Carlo)."""
+"""Tests of gud.gaussian: the exact Gaussian toy (covariances, KL, decision times, exact sampler
+moments against the real samplers, error against network evaluations, and the ELBO gap against
+quadrature and Monte Carlo)."""
 
 import math
 
@@ -9,7 +10,7 @@ import torch
 from gud import gaussian as T
 from gud.likelihood import elbo
 from gud.oracle import gaussian_nll
-from gud.samplers import sample
+from gud.samplers import SAMPLERS, nfe, sample
 
 D = 6
 
@@ -86,7 +87,7 @@ def test_decision_times_order():
                           T.decision_times(tt.oracle.cov, tt.schedule(1.0)), atol=1e-9)
 
 
-@pytest.mark.parametrize("method", ["em", "heun", "ddim", "ancestral"])
+@pytest.mark.parametrize("method", list(SAMPLERS))
 def test_propagated_moments_match_the_sampler(method):
     tt = toy()
     sch = tt.schedule(1.0)
@@ -95,6 +96,43 @@ def test_propagated_moments_match_the_sampler(method):
     ys = sample(tt.oracle, sch, n, method=method, steps=8, generator=torch.Generator().manual_seed(1),
                 dtype=torch.float64)
     assert T.empirical_kl(mu, cov, ys) < 3 * T.empirical_kl_floor(D, n)
+
+
+@pytest.mark.parametrize("method", ["em", "heun", "ddim", "ancestral"])
+def test_moments_by_linearity_equal_the_mirrored_propagation(method):
+    """Two exact routes to the output law: mirroring the updates (propagate_moments) and running
+    the sampler itself on unit inputs and unit noises (sampler_moments)."""
+    tt = toy(whitened=False)
+    sch = tt.schedule(2.0)
+    for denoise_final in (True, False):
+        mu1, c1 = T.propagate_moments(tt.oracle, sch, method, 7, denoise_final=denoise_final)
+        mu2, c2 = T.sampler_moments(tt.oracle, sch, method, 7, denoise_final=denoise_final)
+        torch.testing.assert_close(mu1, mu2, rtol=0, atol=1e-12)
+        torch.testing.assert_close(c1, c2, rtol=0, atol=1e-12)
+
+
+def test_sampler_error_vs_nfe():
+    tt = toy(whitened=False)
+    sch = tt.schedule(1.0)
+    nfes = (2, 6, 12, 48)
+    res = T.sampler_error_vs_nfe(tt, sch, nfes=nfes)
+    m, n = len(SAMPLERS), len(nfes)
+    assert res["methods"] == list(SAMPLERS) and res["nfe"].tolist() == list(nfes)
+    for key in ("steps", "nfe_used", "kl", "cov_err"):
+        assert res[key].shape == (m, n)
+    for i, method in enumerate(res["methods"]):
+        for j, budget in enumerate(nfes):
+            if budget < nfe(method, 1):
+                assert math.isnan(res["kl"][i, j]) and res["steps"][i, j] == 0
+            else:
+                assert res["nfe_used"][i, j] <= budget and res["nfe_used"][i, j] == nfe(method, int(res["steps"][i, j]))
+        assert res["kl"][i, -1] < res["kl"][i, 1]  # more evaluations, smaller error
+    assert 0 <= res["ref_kl"] < 0.01 and 0 <= res["ref_cov_err"] < 0.05 and res["prior_kl"] > 0
+    best = {mm: float(res["kl"][i, -1]) for i, mm in enumerate(res["methods"])}
+    # probability-flow samplers tend to the prior mismatch, reverse-SDE samplers to zero
+    prior = res["prior_kl"]
+    assert abs(best["dpmpp_3m"] - prior) < abs(best["ddim"] - prior) / 5
+    assert best["dpmpp_3m_sde"] < best["ancestral"] / 100 and best["dpmpp_3m_sde"] < 0.1 * prior
 
 
 def test_ode_limit_is_the_prior_mismatch_and_sde_contracts():
