@@ -295,30 +295,25 @@ def sample_scorer(setup: Setup, *, steps: int = 800, seed: int = 0, device: str 
 
 @torch.no_grad()
 def denoised_trajectory(model, setup: Setup, schedule: Schedule, *, params=None, times: Sequence[float],
-                        n: int = 4, steps: int = 50, method: str = "ddim", seed: int = 0,
+                        n: int = 4, steps: int = 50, method: str = "dpmpp_3m", seed: int = 0,
                         device: str = "cpu") -> np.ndarray:
     r"""The clean-data prediction :math:`\hat x_0 = \mu + U^\top S\hat y_0` along one generation,
-    at the grid times nearest ``times`` (``t = 0``: the final sample), ``[len(times), n, D]`` in
-    data space: which components are settled when.  No extra network evaluations: the
-    sampler's callback passes :math:`\hat y_0`."""
+    at the sampler's grid times nearest ``times`` (``t = 0``: the final sample),
+    ``[len(times), n, D]`` in data space: which components are settled when.  No extra network
+    evaluations: the sampler's callback passes :math:`\hat y_0`."""
     pp = None if params is None else torch.as_tensor(params, dtype=torch.float64).reshape(-1)
-    grid_times = np.linspace(1.0, 0.0, steps + 1)[:-1]  # the times before each step
-    wanted = {int(np.argmin(np.abs(grid_times - t))): k for k, t in enumerate(times) if t > 0}
-    if len(wanted) < sum(1 for t in times if t > 0):
-        raise ValueError("two requested times map to the same sampler step; use more steps")
-    out: list[np.ndarray | None] = [None] * len(times)
-
-    def callback(info):
-        if info["i"] in wanted:
-            x0 = setup.prior.decode(info["denoised"].double().cpu()).clamp(-1, 1)
-            out[wanted[info["i"]]] = x0.float().numpy()
-
-    final = generate(model, setup, schedule, n, params=pp, steps=steps, method=method, seed=seed,
-                     device=device, callback=callback)
-    for k, t in enumerate(times):
+    seen: list[tuple[float, Tensor]] = []
+    final = generate(model, setup, schedule, n, params=pp, steps=steps, method=method, seed=seed, device=device,
+                     callback=lambda info: seen.append((float(info["t"]), info["denoised"].detach().cpu())))
+    grid = np.array([t for t, _ in seen])
+    out = []
+    for t in times:
         if t <= 0:
-            out[k] = final.numpy()
-    return np.stack(out)  # type: ignore[arg-type]
+            out.append(final.numpy())
+            continue
+        y0 = seen[int(np.argmin(np.abs(grid - t)))][1]
+        out.append(setup.prior.decode(y0.double()).clamp(-1, 1).float().numpy())
+    return np.stack(out)
 
 
 def set_threads(n: int | None = None) -> int:

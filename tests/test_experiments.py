@@ -15,7 +15,7 @@ from gud.runner import BudgetExhausted, pending, run
 MICRO = {
     "e1": dict(max_steps=40, eval_every=20, patience=2, seeds=[0, 1], a_eval=[0.4, 1.0, 2.0], n_samples=30,
                sampler_steps=8, score_steps=30, net_kwargs={"hidden": 32, "depth": 1}, trajectory_times=[0.5, 0.0],
-               show_a=[1.0], show_samples=3, trajectory_n=2, trajectory_a=[1.0]),
+               show_a=[1.0], show_samples=3, trajectory_n=2, trajectory_a=[1.0], trajectory_steps=8, baseline_seeds=[0, 1]),
     "e2": dict(max_steps=40, eval_every=20, patience=2, seeds=[0, 1], a_eval=[0.4, 1.0], r_eval=[0.0, 1.0],
                n_samples=30, sampler_steps=8, score_steps=30, net_kwargs={"hidden": 32, "depth": 1}, show_samples=3),
 }

@@ -28,6 +28,8 @@ val_fraction                 share of the training split held out for early stop
 score_steps, score_seed      training of the noise-aware classifier of the sample score (KCD)
 n_samples, sampler, sampler_steps
                              samples per setting for the sample score, and how they are drawn
+                             (``sampler_steps + 1`` network evaluations for the dpmpp samplers)
+baseline_seeds               seeds of the baselines trained like the family
 show_samples, show_a         samples kept for the figures, at these a
 trajectory_a, trajectory_times, trajectory_n
                              the clean-image prediction along one generation
@@ -60,6 +62,7 @@ _COMMON = {
     "trajectory_a": [0.4, 1.0, 2.0],
     "trajectory_times": [0.9, 0.7, 0.5, 0.3, 0.1, 0.0],
     "trajectory_n": 3,
+    "trajectory_steps": 50,
     "show_samples": 10,
     "show_a": [0.2, 1.0, 2.0],
 }
@@ -78,17 +81,18 @@ CONFIGS = {
         "gamma_noise": 3.0,
         "net": "mlp",
         "net_kwargs": {"hidden": 256, "depth": 3},
-        "max_steps": 4000,
+        "max_steps": 3000,
         "eval_every": 200,
-        "patience": 4,
+        "patience": 3,
         "batch_size": 256,
         "lr": 1e-3,
         "train_kwargs": {},
         "seeds": [0, 1, 2],
+        "baseline_seeds": [0, 1],
         "n_time_samples": 4,
         "n_samples": 500,
-        "sampler": "em",
-        "sampler_steps": 200,
+        "sampler": "dpmpp_3m_sde",
+        "sampler_steps": 49,
         "score_steps": 800,
         "score_seed": 0,
         "weights_dtype": "float32",
@@ -113,10 +117,11 @@ CONFIGS = {
         "lr": 2e-4,
         "train_kwargs": {"amp_bf16": True, "channels_last": True},
         "seeds": [0],
+        "baseline_seeds": [0],
         "n_time_samples": 1,
         "n_samples": 2000,
-        "sampler": "em",
-        "sampler_steps": 100,
+        "sampler": "dpmpp_3m_sde",
+        "sampler_steps": 49,
         "score_steps": 2000,
         "score_seed": 0,
         "weights_dtype": "bfloat16",
@@ -141,6 +146,7 @@ CONFIGS = {
         "lr": 2e-4,
         "train_kwargs": {"amp_bf16": True, "channels_last": True},
         "seeds": [0, 1, 2],
+        "baseline_seeds": [0, 1, 2],
         "n_time_samples": 1,
         "n_samples": 50000,
         "sampler": "em",
@@ -221,11 +227,11 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                     if conv == main and seed == cfg["seeds"][0]:
                         arrays[f"{ds}/family/{p}/trajectory"] = np.stack([denoised_trajectory(
                             tn.model, s, sched, params=[a], times=cfg["trajectory_times"], n=cfg["trajectory_n"],
-                            steps=cfg["sampler_steps"], method="ddim", seed=seed, device=ctx.device)
+                            steps=cfg["trajectory_steps"], seed=seed, device=ctx.device)
                             for a in cfg["trajectory_a"]])
 
         # baselines with training
-        for seed in cfg["seeds"]:
+        for seed in cfg["baseline_seeds"]:
             if "pixel_sd" in cfg["baselines"]:
                 pix = prepare(ds, "pixel", whitened=False, **kw)
                 sched = standard_diffusion_schedule(setups["unwhitened"].prior.var, convention=main, **G)
