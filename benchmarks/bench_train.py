@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--basis", default="fourier", choices=["pixel", "fourier", "wavelet", "pca"])
     parser.add_argument("--compile", action="store_true", help="torch.compile both (CUDA; minutes of warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU")
+    parser.add_argument("--json", default=None, help="also write the rows and the machine to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -222,6 +223,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ours_img_s']:>12.1f}{r['peer_img_s']:>12.1f}{r['ratio']:>11.2f}")
     print("GF: forward GFLOP per image (torch.utils.flop_counter: matmuls, convolutions, attention). Equal "
           "parameters are not equal compute: the DDPM layout keeps 128 channels at full resolution.")
+    if args.json:
+        import json
+        import time
+
+        machine = {"device": str(device), "device_name": where, "torch": torch.__version__,
+                   "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+                   "peer": f"{PEER} {importlib.metadata.version(PEER)}", "seconds_per_setting": seconds,
+                   "compile": bool(args.compile and device.type == "cuda")}
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1, default=str) + "\n")
     return 0
 
 

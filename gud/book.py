@@ -164,3 +164,61 @@ def chapter(experiment: str, threads: int | None = None, show_config: bool = Tru
 def profiles_table() -> None:
     """A table of the run profiles, for the introduction."""
     table(["profile", "what it means"], [[p, t] for p, t in PROFILES.items()])
+
+
+# ----------------------------------------------------------------------------- compute notes
+
+
+def notes_banner(profile: str | None = None) -> None:
+    """The banner of a page that is not one experiment (the compute notes)."""
+    profile = profile or current_profile()
+    display_html(f'<div class="gud-profile-banner admonition note"><p class="admonition-title">Profile '
+                 f'<code>{escape(profile)}</code></p><p><b>Data:</b> {escape(PROFILE_TEXT.get(profile, ""))}.<br>'
+                 f"<b>Compute:</b> as stated in each table.</p></div>")
+
+
+def status_rows(profiles: Sequence[str] = ("ci", "gpu", "paper")) -> list[list[str]]:
+    """One row per experiment: ``stored`` / ``missing`` per profile (current configurations)."""
+    from .runner import status
+
+    st = {p: status(p) for p in profiles}
+    exps = list(next(iter(st.values())))
+    return [[e] + [st[p].get(e, "—") for p in profiles] for e in exps]
+
+
+def training_rows(profile: str | None = None) -> list[list]:
+    """Every trained network of every stored result of ``profile``: experiment, network, steps,
+    best step, batch, wall time, examples/s, device."""
+    from .profiles import EXPERIMENTS
+
+    profile = profile or current_profile()
+    store = ResultsStore()
+    out = []
+    for exp in EXPERIMENTS:
+        try:
+            cfg = experiment_config(exp, profile)
+        except ValueError:
+            continue
+        res = store.load(exp, profile, cfg)
+        if res is None:
+            continue
+        for name, t in res.info.get("trainings", {}).items():
+            out.append([exp, name, t.get("steps"), t.get("best_step"), cfg.get("batch_size"),
+                        f"{t.get('train_s', float('nan')):.0f}", f"{t.get('examples_per_s', float('nan')):.0f}",
+                        res.info.get("device_name", "?")])
+    return out
+
+
+def benchmark_rows(folder: Path | None = None) -> list[list]:
+    """Rows of every committed ``benchmarks/bench_train.py --json`` file under ``results/benchmarks``."""
+    folder = folder or REPO / "results" / "benchmarks"
+    out = []
+    for f in sorted(folder.glob("*.json")):
+        d = json.loads(f.read_text())
+        m = d["machine"]
+        for r in d["rows"]:
+            out.append([f"{m['device_name']} ({m['date']}, torch {m['torch']}, {m['threads']} thread(s))",
+                        r["size"], "×".join(map(str, r["shape"])), r["batch"], r["precision"],
+                        f"{r['ours_params'] / 1e6:.2f}M / {r['peer_params'] / 1e6:.2f}M",
+                        f"{r['ours_img_s']:.1f}", f"{r['peer_img_s']:.1f}", f"{r['ratio']:.2f}"])
+    return out

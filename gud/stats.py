@@ -29,9 +29,13 @@ def mean_stderr(values: Iterable[float]) -> tuple[float, float]:
     return float(v.mean()), se
 
 
-def aggregate(rows: Sequence[dict], by: Sequence[str], metrics: Sequence[str]) -> list[dict]:
+def aggregate(rows: Sequence[dict], by: Sequence[str], metrics: Sequence[str],
+              fallback: dict[str, str] | None = None) -> list[dict]:
     """Group ``rows`` (one per seed) by the keys ``by`` and give ``<m>_mean``, ``<m>_se`` and
-    ``n_seeds`` for each metric, in the order the groups first appear."""
+    ``n_seeds`` for each metric, in the order the groups first appear.  A group of one row takes
+    its standard error from that row's ``fallback[m]`` (e.g. the Monte-Carlo error of a single
+    evaluation), where given."""
+    fallback = fallback or {}
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         key = tuple(_hashable(row[k]) for k in by)
@@ -40,7 +44,12 @@ def aggregate(rows: Sequence[dict], by: Sequence[str], metrics: Sequence[str]) -
     for members in groups.values():
         agg = {k: members[0][k] for k in by}
         for m in metrics:
-            agg[f"{m}_mean"], agg[f"{m}_se"] = mean_stderr(r[m] for r in members)
+            vals = [r[m] for r in members if m in r]
+            if not vals:
+                continue
+            agg[f"{m}_mean"], agg[f"{m}_se"] = mean_stderr(vals)
+            if len(vals) == 1 and fallback.get(m) in members[0]:
+                agg[f"{m}_se"] = float(members[0][fallback[m]])
         agg["n_seeds"] = len(members)
         out.append(agg)
     return out
