@@ -32,9 +32,9 @@ def mean_stderr(values: Iterable[float]) -> tuple[float, float]:
 def aggregate(rows: Sequence[dict], by: Sequence[str], metrics: Sequence[str],
               fallback: dict[str, str] | None = None) -> list[dict]:
     """Group ``rows`` (one per seed) by the keys ``by`` and give ``<m>_mean``, ``<m>_se`` and
-    ``n_seeds`` for each metric, in the order the groups first appear.  A group of one row takes
-    its standard error from that row's ``fallback[m]`` (e.g. the Monte-Carlo error of a single
-    evaluation), where given."""
+    ``n_seeds`` for each metric, in the order the groups first appear.  Where rows carry their own
+    error of ``m`` (``fallback[m]``, e.g. the Monte-Carlo error of one evaluation), the standard
+    error is never below that error of the mean (and a group of one row gets it)."""
     fallback = fallback or {}
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -48,8 +48,11 @@ def aggregate(rows: Sequence[dict], by: Sequence[str], metrics: Sequence[str],
             if not vals:
                 continue
             agg[f"{m}_mean"], agg[f"{m}_se"] = mean_stderr(vals)
-            if len(vals) == 1 and fallback.get(m) in members[0]:
-                agg[f"{m}_se"] = float(members[0][fallback[m]])
+            errs = [r[fallback[m]] for r in members if fallback.get(m) in r]
+            if errs:  # never below the evaluation's own (Monte-Carlo / jackknife) error of the mean
+                floor = math.sqrt(sum(e * e for e in errs) / len(errs) / len(errs))
+                se = agg[f"{m}_se"]
+                agg[f"{m}_se"] = floor if not math.isfinite(se) else max(se, floor)
         agg["n_seeds"] = len(members)
         out.append(agg)
     return out
