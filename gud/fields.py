@@ -11,6 +11,12 @@ boundary, per CONTRIBUTING.md):
   exactly (``grf_covariance``), so every statistic has a closed-form reference;
 * lattice phi^4 theory (non-Gaussian), sampled by checkerboard Metropolis.
 
+Field *data* for the experiments (:func:`field_images`, :func:`field_setup`): windows mapped
+to [-1, 1] (:func:`to_unit_range`, fixed scale) and quantised to 8 bits (:func:`quantize_8bit`),
+so that bits/dim are defined exactly as for images; for the GRF the pixel covariance of such a
+window (:func:`grf_window_covariance`) and its entropy at the 8-bit bin width
+(:func:`grf_window_bpd`, the best any model can reach) are known in closed form.
+
 Periodic fields versus windows
 ------------------------------
 A periodic field of width ``W`` is *not* a width-``W`` window of a wider field: its
@@ -34,21 +40,30 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .data import ImageData
+from .likelihood import BIN_WIDTH_8BIT
+from .pipeline import Setup, setup_from_data
+
 __all__ = [
     "GRF_EXPONENT",
     "GRF_K0",
     "PHI4_KAPPA",
     "PHI4_LAM",
     "Phi4Sample",
+    "field_images",
+    "field_setup",
     "from_unit_range",
     "gaussian_random_field",
     "gaussian_random_field_window",
     "grf_covariance",
     "grf_power_spectrum",
+    "grf_window_bpd",
+    "grf_window_covariance",
     "phi4_chains",
     "phi4_lattice",
     "phi4_lattice_window",
     "phi4_single_site_moment",
+    "quantize_8bit",
     "to_unit_range",
 ]
 
@@ -359,3 +374,83 @@ def to_unit_range(x: Tensor, clip: float = 3.0, std: float | None = None) -> Ten
 def from_unit_range(y: Tensor, clip: float = 3.0, std: float = 1.0) -> Tensor:
     """Inverse of ``to_unit_range`` (exact for pixels that were not clamped)."""
     return y * (clip * std)
+
+
+# --------------------------------------------------------------------------- field data
+
+
+def quantize_8bit(x: Tensor) -> Tensor:
+    """Round values in [-1, 1] to the 8-bit grid ``2 v / 255 - 1``, ``v = 0..255``."""
+    v = torch.round((x.clamp(-1, 1) + 1) * 127.5)
+    return v / 127.5 - 1
+
+
+def field_images(kind: str, n: int, height: int, width: int, *, seed: int, clip: float = 3.0,
+                 std: float = 1.0, super_shape: tuple[int, int] | None = None,
+                 field_kwargs: dict | None = None) -> Tensor:
+    """``n`` windows ``[n, height, width]`` of a stationary field, mapped to [-1, 1] with
+    :func:`to_unit_range` (fixed ``clip`` and ``std``) and quantised to 8 bits.
+
+    ``kind``: ``"grf"`` (Gaussian random field) or ``"phi4"`` (lattice phi^4). Use the same
+    ``super_shape`` for training windows and wider references (see the module docstring).
+    """
+    g = torch.Generator().manual_seed(seed)
+    kw = dict(field_kwargs or {})
+    if kind == "grf":
+        f = gaussian_random_field_window(n, height, width, generator=g, super_shape=super_shape, **kw)
+    elif kind == "phi4":
+        f = phi4_lattice_window(n, height, width, generator=g, super_shape=super_shape, **kw)
+    else:
+        raise ValueError(f"unknown field {kind!r}; choose 'grf' or 'phi4'")
+    return quantize_8bit(to_unit_range(f, clip=clip, std=std))
+
+
+_FIELD_NAMES = {"grf": "Gaussian random field", "phi4": "lattice phi^4 field"}
+
+
+def field_setup(kind: str, n_train: int, n_test: int, height: int, width: int, *, seed: int,
+                n_val: int = 0, clip: float = 3.0, std: float = 1.0,
+                super_shape: tuple[int, int] | None = None, whitened: bool = True) -> Setup:
+    """A :class:`gud.pipeline.Setup` of field windows in the pixel basis
+    (:func:`gud.pipeline.setup_from_data`): independent draws for the training split (seed
+    ``seed``), the test split (``seed + 1``) and, with ``n_val > 0``, the validation split
+    that early stopping watches (``seed + 2``). The windows are 8-bit quantised, so bits/dim
+    use the bin width 2/255."""
+    shape = (1, height, width)
+    source = f"{_FIELD_NAMES.get(kind, kind)}, {height}×{width} windows (±{clip:g} std to ±1, 8-bit)"
+
+    def draw(s: int, n: int) -> ImageData:
+        x = field_images(kind, n, height, width, seed=s, clip=clip, std=std, super_shape=super_shape)
+        return ImageData(x.reshape(n, -1).float(), torch.zeros(n, dtype=torch.long), shape, kind, source)
+
+    val = draw(seed + 2, n_val) if n_val > 0 else None
+    return setup_from_data(draw(seed, n_train), draw(seed + 1, n_test), "pixel", whitened, val=val)
+
+
+def grf_window_covariance(height: int, width: int, super_shape: tuple[int, int], *, clip: float = 3.0,
+                          std: float = 1.0, bin_width: float = 0.0) -> Tensor:
+    r"""Pixel covariance ``[D, D]`` (row-major pixels, ``D = height * width``) of GRF windows
+    mapped by :func:`to_unit_range`: the super field's covariance (:func:`grf_covariance`, default
+    spectrum) restricted to the window, divided by ``(clip * std)^2``, plus ``bin_width^2 / 12``
+    on the diagonal (the variance that 8-bit rounding adds, for bins much narrower than the
+    field's std). Clipping at ``clip`` std (0.3 % of pixels for ``clip = 3``) is ignored."""
+    cov = grf_covariance(*super_shape)
+    r, c = (t.flatten() for t in torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij"))
+    cw = cov[(r[:, None] - r[None]) % super_shape[0], (c[:, None] - c[None]) % super_shape[1]] / (clip * std) ** 2
+    return cw + bin_width ** 2 / 12 * torch.eye(height * width, dtype=cw.dtype)
+
+
+def grf_window_bpd(height: int, width: int, super_shape: tuple[int, int], *, clip: float = 3.0,
+                   std: float = 1.0, bin_width: float = BIN_WIDTH_8BIT) -> float:
+    """Bits/dim of GRF windows mapped by :func:`to_unit_range` and quantised with ``bin_width``:
+    the best any model can reach.
+
+    The differential entropy of the Gaussian window, ``0.5 log det(2 pi e C) / D``, minus
+    ``log bin_width`` per dimension (the discrete entropy for bins much narrower than the
+    field's std), in bits; ``C`` from :func:`grf_window_covariance` (without the rounding
+    term). Exact for the unclipped field in the small-bin limit.
+    """
+    cw = grf_window_covariance(height, width, super_shape, clip=clip, std=std)
+    d = height * width
+    nats = 0.5 * torch.logdet(2 * math.pi * math.e * cw) / d - math.log(bin_width)
+    return float(nats / math.log(2))

@@ -1,4 +1,4 @@
-"""Tests for gud.extension: clipped column schedule, sliding-window extension, scores."""
+"""Tests for gud.extension: sliding-window extension under the column family, baselines, scores."""
 
 import math
 
@@ -6,104 +6,105 @@ import pytest
 import torch
 
 from gud import extension as ext
+from gud.fields import field_images, field_setup
+from gud.labels import column_labels, family, log_a_params
+from gud.oracle import GaussianOracle
 
 
 @pytest.fixture(scope="module")
 def setup():
-    torch.set_num_threads(1)
-    return ext.field_setup("grf", 300, 50, 4, 4, seed=0, super_shape=(16, 64))
+    return field_setup("grf", 300, 50, 4, 4, seed=0, super_shape=(16, 64))
 
 
-def test_quantize_8bit_grid():
-    x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 1.0, 1.5])
-    q = ext.quantize_8bit(x)
-    v = (q + 1) * 127.5
-    assert torch.allclose(v, v.round(), atol=1e-4)
-    assert q.min() >= -1 and q.max() <= 1
-    assert (q - x.clamp(-1, 1)).abs().max() <= 1 / 255 + 1e-6
+def column_family(setup, convention="process-clipped", **kw):
+    """The column family of E4: parameter log_a, a in [0.5, 20]."""
+    return family(column_labels(setup.basis), setup.prior, convention, a=0.0,
+                  param_range=[[math.log(0.5), math.log(20.0)]], param_map=torch.exp, **kw)
 
 
-def test_field_setup_shapes(setup):
-    assert setup.train.x.shape == (300, 16) and setup.test.x.shape == (50, 16)
-    assert setup.basis.name == "pixel"
-    assert torch.isfinite(setup.y_train).all()
+def oracle(setup):
+    """Exact epsilon for the field's (Gaussian, empirical) covariance in whitened components."""
+    y = setup.y_train.double()
+    return GaussianOracle(torch.zeros(y.shape[1], dtype=torch.float64), torch.cov(y.T))
 
 
-def test_clipped_schedule_bounds_and_order(setup):
-    sch = ext.column_schedule(setup, (0.5, 20.0))
+def test_clipped_column_family_bounds_and_order(setup):
+    sch = column_family(setup)
+    col = setup.basis.meta["col"]
     for a in (0.5, 3.0, 20.0):
         t = torch.linspace(0, 1, 11, dtype=torch.float64)
-        g = sch.effective_gamma(t, ext.a_params(a))
+        g = sch.effective_gamma(t, log_a_params(a))
         assert g.min() >= -7 - 1e-9 and g.max() <= 3 + 1e-9
-        col = setup.basis.meta["col"]
-        # left columns are never noisier than right columns
-        assert (g[:, col == 0] <= g[:, col == 3] + 1e-12).all()
+        assert (g[:, col == 0] <= g[:, col == 3] + 1e-12).all()  # left columns never noisier
         assert torch.allclose(g[0, col == 3], torch.tensor(-7.0, dtype=torch.float64))
         assert torch.allclose(g[-1, col == 0], torch.tensor(3.0, dtype=torch.float64))
-    # the rate is exactly zero while a component waits
-    st = sch.state(torch.tensor([0.99], dtype=torch.float64), ext.a_params(20.0))
-    assert (st.gamma_dot[0, setup.basis.meta["col"] == 0] != 0).all()
-    assert (st.gamma_dot[0, setup.basis.meta["col"] == 3] == 0).all()
+    # the rate is exactly zero while a column waits
+    st = sch.state(torch.tensor([0.99], dtype=torch.float64), log_a_params(20.0))
+    assert (st.gamma_dot[0, col == 0] != 0).all()
+    assert (st.gamma_dot[0, col == 3] == 0).all()
 
 
-def test_unclipped_matches_soft_conditioning(setup):
-    sch = ext.column_schedule(setup, a=0.5, clip=False)
-    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    g = sch.effective_gamma(t)
+def test_process_clipped_equals_snr_clipped_for_whitened_pixels(setup):
+    """With the whitened pixel prior every whitened pixel has unit variance: the two clipped
+    conventions are one schedule."""
+    t = torch.linspace(0, 1, 7, dtype=torch.float64)
+    for a in (0.5, 3.0, 20.0):
+        g1 = column_family(setup, "process-clipped").gamma(t, log_a_params(a))
+        g2 = column_family(setup, "snr-clipped").gamma(t, log_a_params(a))
+        assert torch.allclose(g1, g2, atol=1e-9)
+
+
+def test_unclipped_family_matches_soft_conditioning(setup):
+    sch = column_family(setup, "snr")
+    g = sch.effective_gamma(torch.tensor([0.0, 1.0], dtype=torch.float64), log_a_params(0.5))
     assert math.isclose(float(g[0].max()), -7.0) and math.isclose(float(g[1].min()), 3.0)
     assert math.isclose(float(g[0].min()), -7.0 - 0.5 * 3)
 
 
 def test_active_interval(setup):
-    sch = ext.column_schedule(setup, (0.5, 20.0))
+    sch = column_family(setup)
     mask = setup.basis.meta["col"] == 3
-    lo, hi = ext.active_interval(sch, mask, ext.a_params(20.0))
+    lo, hi = ext.active_interval(sch, mask, log_a_params(20.0))
     # last column of 4 at a = 20: active while t * (10 + 60) in [60 - 0, 70] -> t in [0, 1/7]
     assert lo == 0.0 and abs(hi - 1 / 7) < 2e-3
 
 
-def _oracle(setup):
-    """Exact epsilon for the field's (Gaussian, empirical) covariance in whitened components."""
-    y = setup.y_train.double()
-    cov = torch.cov(y.T)
-
-    class Oracle(torch.nn.Module):
-        def forward(self, y_t, gamma):
-            return eps_model(y_t, gamma)
-
-    def eps_model(y_t, gamma):
-        a2 = torch.sigmoid(-gamma.double())
-        s = (1 - a2).sqrt()
-        a = a2.sqrt()
-        out = []
-        for i in range(y_t.shape[0]):
-            m = a[i, :, None] * cov * a[i, None, :] + torch.diag(s[i] ** 2)
-            out.append(s[i] * torch.linalg.solve(m, y_t[i].double()))
-        return torch.stack(out).to(y_t.dtype)
-
-    return Oracle()
-
-
-def test_slide_extend_shapes_and_known_columns(setup):
-    sch = ext.column_schedule(setup, (0.5, 20.0))
-    model = _oracle(setup)
-    x = ext.slide_extend(model, setup, sch, 8, 10, stride=2, params=ext.a_params(3.0), steps=10, seed=0)
+def test_slide_extend_shapes_seeds_and_known_columns(setup):
+    sch, model = column_family(setup), oracle(setup)
+    kw = dict(params=log_a_params(3.0), steps=10, seed=0, method="ancestral")
+    x = ext.slide_extend(model, setup, sch, 8, 10, stride=2, **kw)
     assert x.shape == (8, 1, 4, 10) and torch.isfinite(x).all() and x.abs().max() <= 1
-    x2 = ext.slide_extend(model, setup, sch, 8, 10, stride=2, params=ext.a_params(3.0), steps=10, seed=0)
-    assert torch.equal(x, x2)  # seeded
-    tiles = ext.independent_tiles(model, setup, sch, 8, 10, params=ext.a_params(3.0), steps=10, seed=0)
+    assert torch.equal(x, ext.slide_extend(model, setup, sch, 8, 10, stride=2, **kw))  # seeded
+    # generated columns are never changed afterwards: a shorter extension is a prefix
+    assert torch.equal(ext.slide_extend(model, setup, sch, 8, 6, stride=2, **kw), x[..., :6])
+    assert torch.equal(ext.slide_extend(model, setup, sch, 8, 4, stride=2, **kw), x[..., :4])
+    tiles = ext.independent_tiles(model, setup, sch, 8, 10, **kw)
     assert tiles.shape == (8, 1, 4, 10)
     with pytest.raises(ValueError):
         ext.slide_extend(model, setup, sch, 2, 10, stride=4)
+    with pytest.raises(ValueError):
+        ext.slide_extend(model, setup, sch, 2, 3)
+
+
+def test_unconditioned_baseline_batches(setup):
+    """The unconditioned baseline keeps the first window and appends right columns of fresh
+    windows, drawn in batches of any size."""
+    sch, model = column_family(setup), oracle(setup)
+    kw = dict(params=log_a_params(3.0), steps=5, seed=2, conditional=False)
+    a = ext.slide_extend(model, setup, sch, 6, 9, batch=4, **kw)
+    b = ext.slide_extend(model, setup, sch, 6, 9, **kw)
+    assert a.shape == b.shape == (6, 1, 4, 9)
+    assert torch.equal(a[..., :4], b[..., :4])  # the same first window
+    c = ext.slide_extend(model, setup, sch, 6, 9, **{**kw, "conditional": True})
+    assert torch.equal(c[..., :4], b[..., :4])
 
 
 def test_extension_of_exact_model_keeps_correlations(setup):
     """With the exact (Gaussian) denoiser, sliding with conditioning keeps neighbour
     correlations across the extension; without conditioning they vanish."""
-    sch = ext.column_schedule(setup, (0.5, 20.0))
-    model = _oracle(setup)
-    kw = dict(params=ext.a_params(20.0), steps=20, seed=0)
-    ref = ext.field_images("grf", 200, 4, 12, seed=7, super_shape=(16, 64))
+    sch, model = column_family(setup, gamma_noise=7.0), oracle(setup)
+    kw = dict(params=log_a_params(20.0), steps=20, window_steps=80, seed=0, method="dpmpp_2m_sde")
+    ref = field_images("grf", 200, 4, 12, seed=7, super_shape=(16, 64))
     cond = ext.slide_extend(model, setup, sch, 100, 12, **kw)[:, 0]
     free = ext.slide_extend(model, setup, sch, 100, 12, conditional=False, **kw)[:, 0]
     s_cond = ext.extension_scores(cond, ref, 4)
@@ -112,18 +113,24 @@ def test_extension_of_exact_model_keeps_correlations(setup):
     assert s_free["c1"][4:].abs().mean() < 0.03  # independent new columns
 
 
-def test_extension_scores_of_true_samples(setup):
-    ref = ext.field_images("grf", 400, 4, 16, seed=1, super_shape=(16, 64))
-    other = ext.field_images("grf", 400, 4, 16, seed=2, super_shape=(16, 64))
-    sc = ext.extension_scores(other, ref, 4)
-    assert sc["c1"].shape == (15,) and sc["w1_blocks"].shape == (4,)
+def test_extension_scores_of_true_samples():
+    ref = field_images("grf", 400, 4, 16, seed=1, super_shape=(16, 64))
+    other = field_images("grf", 400, 4, 16, seed=2, super_shape=(16, 64))
+    sc = ext.extension_scores(other, ref, 4, n_boot=20)
+    assert sc["c1"].shape == (15,) and sc["var"].shape == (16,) and sc["w1_blocks"].shape == (4,)
     assert sc["c1_mae_outside"] < 0.02 and sc["w1_mean_outside"] < 0.02
+    assert abs(sc["var_bias_outside"]) < 3 * sc["var_bias_outside_se"] + 1e-3
+    assert 0 < sc["c1_mae_outside_se"] < 0.01
     with pytest.raises(ValueError):
         ext.extension_scores(other[:, :, :8], ref, 4)
 
 
-def test_grf_window_bpd_independent_limit():
-    # a window of one pixel: the entropy of N(0, (1/3)^2) at bin 2/255
-    bpd = ext.grf_window_bpd(1, 1, (64, 256))
-    expect = 0.5 * math.log2(2 * math.pi * math.e / 9) - math.log2(2 / 255)
-    assert abs(bpd - expect) < 1e-9
+def test_extension_scores_sign_of_bias():
+    """Fields shrunk beyond the window have variance and covariance below the truth."""
+    ref = field_images("grf", 300, 4, 12, seed=1, super_shape=(16, 64)).double()
+    x = field_images("grf", 300, 4, 12, seed=3, super_shape=(16, 64)).double()
+    x[..., 4:] *= 0.7
+    sc = ext.extension_scores(x, ref, 4, n_boot=20)
+    assert sc["var_bias_outside"] < -5 * sc["var_bias_outside_se"]
+    assert sc["c1_bias_outside"] < -5 * sc["c1_bias_outside_se"]
+    assert sc["var_mae_inside"] < 0.5 * sc["var_mae_outside"]

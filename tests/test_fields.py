@@ -1,4 +1,4 @@
-"""Tests for gud.fields: GRF spectrum and variance, window stationarity, phi^4 sampler."""
+"""Tests for gud.fields: GRF spectrum and variance, window stationarity, phi^4 sampler, field data."""
 
 import math
 
@@ -8,17 +8,24 @@ import torch
 from gud.fields import (
     PHI4_KAPPA,
     PHI4_LAM,
+    field_images,
+    field_setup,
     from_unit_range,
     gaussian_random_field,
     gaussian_random_field_window,
     grf_covariance,
     grf_power_spectrum,
+    grf_window_bpd,
+    grf_window_covariance,
     phi4_chains,
     phi4_lattice,
     phi4_lattice_window,
     phi4_single_site_moment,
+    quantize_8bit,
     to_unit_range,
 )
+from gud.likelihood import BIN_WIDTH_8BIT
+from gud.pipeline import bin_width
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -131,3 +138,58 @@ def test_to_unit_range():
     assert torch.allclose(from_unit_range(y, 3.0, 2.0)[inside], x[inside])
     y_auto = to_unit_range(x)
     assert torch.allclose(y_auto, (x / (3 * x.std())).clamp(-1, 1))
+
+
+# --------------------------------------------------------------------------- field data
+
+
+def test_quantize_8bit_grid():
+    x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 1.0, 1.5])
+    q = quantize_8bit(x)
+    v = (q + 1) * 127.5
+    assert torch.allclose(v, v.round(), atol=1e-4)
+    assert q.min() >= -1 and q.max() <= 1
+    assert (q - x.clamp(-1, 1)).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_field_images_range_and_consistency():
+    narrow = field_images("grf", 50, 4, 8, seed=3, super_shape=(16, 64))
+    wide = field_images("grf", 50, 4, 16, seed=3, super_shape=(16, 64))
+    assert narrow.shape == (50, 4, 8) and wide.shape == (50, 4, 16)
+    assert torch.equal(narrow, wide[..., :8])  # one super field: the narrow window is a crop
+    assert narrow.abs().max() <= 1
+    assert torch.equal(quantize_8bit(narrow), narrow)
+    with pytest.raises(ValueError):
+        field_images("ising", 2, 4, 4, seed=0)
+
+
+def test_field_setup_splits():
+    s = field_setup("grf", 300, 50, 4, 4, seed=0, n_val=40, super_shape=(16, 64))
+    assert s.train.x.shape == (300, 16) and s.test.x.shape == (50, 16) and s.val.x.shape == (40, 16)
+    assert s.y_val.shape == (40, 16) and torch.isfinite(s.y_train).all()
+    assert s.basis.name == "pixel" and s.prior.whitened
+    assert bin_width(s.train) == BIN_WIDTH_8BIT
+    # independent draws for the three splits
+    assert not torch.equal(s.train.x[:40], s.val.x) and not torch.equal(s.train.x[:50], s.test.x)
+    assert "Gaussian random field" in s.train.source
+    # the whitened pixels have unit variance on the training split
+    assert torch.allclose(s.prior.log_var, torch.zeros(16, dtype=s.prior.log_var.dtype), atol=1e-12)
+    assert field_setup("grf", 30, 10, 4, 4, seed=0, super_shape=(16, 64)).val is None
+
+
+def test_grf_window_covariance_matches_samples():
+    cov = grf_window_covariance(4, 6, (16, 64), bin_width=BIN_WIDTH_8BIT)
+    assert cov.shape == (24, 24) and torch.allclose(cov, cov.T)
+    assert torch.linalg.eigvalsh(cov).min() > 0
+    x = field_images("grf", 4000, 4, 6, seed=5, super_shape=(16, 64)).reshape(4000, -1).double()
+    emp = torch.cov(x.T)
+    assert (emp - cov).abs().max() < 0.01  # entries ~ 0.1, sampling error ~ 0.003
+    assert abs(float(emp.diagonal().mean() / cov.diagonal().mean()) - 1) < 0.03
+
+
+def test_grf_window_bpd_independent_limit():
+    # a window of one pixel: the entropy of N(0, (1/3)^2) at bin 2/255
+    bpd = grf_window_bpd(1, 1, (64, 256))
+    expect = 0.5 * math.log2(2 * math.pi * math.e / 9) - math.log2(2 / 255)
+    assert abs(bpd - expect) < 1e-9
+    assert grf_window_bpd(4, 4, (64, 256)) < expect  # correlated pixels: less entropy per pixel
