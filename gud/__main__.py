@@ -4,6 +4,7 @@
     python -m gud run --pending --profile gpu                # every experiment still missing
     python -m gud run --all --profile ci --jobs 2            # all, two worker processes
     python -m gud status --profile gpu                       # stored / missing / stale results
+    python -m gud fid e1 --profile gpu                       # FID of stored samples (fid extra)
     python -m gud bench --quick                              # training and sampling throughput
 """
 from __future__ import annotations
@@ -91,6 +92,14 @@ def _status(args) -> int:
     return 1 if (old and args.check) else 0
 
 
+def _fid(args) -> int:
+    from .fid import score_stored
+
+    for exp in args.experiments:
+        score_stored(exp, args.profile, device=args.device)
+    return 0
+
+
 def _bench(args) -> int:
     from .bench import main as bench_main
 
@@ -119,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=default_profile, choices=list(PROFILES))
     p.add_argument("--check", action="store_true", help="exit 1 if a stored result is stale")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("fid", help="FID of the samples stored results kept for it (needs the fid extra)")
+    p.add_argument("experiments", nargs="+")
+    p.add_argument("--profile", default="gpu", choices=list(PROFILES))
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_fid)
 
     p = sub.add_parser("bench", help="throughput probe of the networks of a profile")
     p.add_argument("--quick", action="store_true", help="a 60-second probe")

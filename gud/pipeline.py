@@ -252,11 +252,12 @@ def generate(model, setup: Setup, schedule: Schedule, n: int, *, params=None, st
 
 def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=None, n_samples: int = 0,
                 method: str = "em", steps: int = 100, seed: int = 0, n_time_samples: int = 4, keep: int = 0,
-                device: str = "cpu") -> dict[str, Any]:
+                keep_u8: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Held-out bits/dim with its terms (:func:`evaluate_bpd`) at schedule parameters ``params``,
     and, with a ``scorer`` (:class:`gud.metrics.SampleScorer`) and ``n_samples``, the sample score
     of that many samples (sampler ``method`` with ``steps`` steps, seed ``seed``); the first
-    ``keep`` samples are returned as ``samples [keep, D]``."""
+    ``keep`` samples are returned as ``samples [keep, D]``, the first ``keep_u8`` quantised to
+    8 bits as ``samples_u8 [keep_u8, D]`` (uint8, for a FID computed later, :mod:`gud.fid`)."""
     pp = None if params is None else torch.as_tensor(params, dtype=torch.float64).reshape(-1)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -273,6 +274,8 @@ def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=
             out["score"], out["score_se"] = sc.kcd, sc.stderr
         if keep:
             out["samples"] = x[:keep].numpy()
+        if keep_u8:
+            out["samples_u8"] = torch.round((x[:keep_u8] + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
     return out
 
 

@@ -224,6 +224,26 @@ class ResultsStore:
                 arrays = {k: f[k] for k in f.files}
         return Result(experiment, profile, stored, metrics, arrays, info, path)
 
+    def update_metrics(self, experiment: str, profile: str, config: Mapping[str, Any],
+                       extra: Mapping[str, Any]) -> Result:
+        """Add ``extra`` to the metrics of a stored result (e.g. scores computed later from its
+        arrays), rewriting ``metrics.json`` atomically; arrays and weights stay as they are."""
+        res = self.require(experiment, profile, config)
+        metrics = {**res.metrics, **_plain(dict(extra))}
+        path = res.path / "metrics.json"
+        fd, tmp = tempfile.mkstemp(dir=res.path, prefix=".metrics-", suffix=".tmp")
+        os.close(fd)
+        try:
+            _dump(metrics, Path(tmp))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        res.metrics = json.loads(path.read_text())
+        return res
+
     def require(self, experiment: str, profile: str, config: Mapping[str, Any]) -> Result:
         """Like :meth:`load`, but a missing result raises :class:`ResultNotFoundError`."""
         result = self.load(experiment, profile, config)

@@ -42,10 +42,16 @@ class BudgetExhausted(RuntimeError):
     """The time budget ran out; checkpoints are saved and the same command resumes."""
 
 
+#: Bumped whenever the meaning of a checkpoint changes without a change of configuration (2: the
+#: preconditioned EpsNet), so that stale checkpoints are never loaded.
+RUNS_VERSION = 2
+
+
 def run_dir(experiment: str, profile: str, config: Mapping[str, Any], root: Path | None = None) -> Path:
-    """Checkpoints and memoised steps of one run: ``runs/<experiment>/<profile>/<hash>`` (git-ignored)."""
+    """Checkpoints and memoised steps of one run: ``runs/<experiment>/<profile>/<hash>`` (git-ignored;
+    the hash covers the configuration and :data:`RUNS_VERSION`)."""
     root = root or Path(os.environ.get("GUD_RUNS", REPO / "runs"))
-    return root / experiment / profile / config_hash(config)
+    return root / experiment / profile / config_hash({"config": dict(config), "runs_version": RUNS_VERSION})
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:

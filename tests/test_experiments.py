@@ -110,3 +110,24 @@ def test_stored_network_loads_and_samples_on_cpu(where):
 
 def test_pending_lists_missing_results(tmp_path):
     assert "e1" in pending("ci", ResultsStore(tmp_path))
+
+
+def test_fid_of_stored_samples_is_written_into_the_result(where, monkeypatch):
+    """E1 keeps 8-bit samples when `fid_samples` is set; `gud.fid.score_stored` scores them and
+    writes the FID into the stored result (the Inception network replaced by cheap features here)."""
+    import gud.fid as F
+
+    cfg = micro("e1")
+    cfg.update(conventions=["process-clipped"], reference_conventions=["process-clipped"], baselines=["pixel_sd"],
+               seeds=[0], baseline_seeds=[0], fid_samples=12)
+    res = run("e1", "ci", config=cfg, **where)
+    keys = sorted(k for k in res.arrays if k.startswith("fid/"))
+    assert keys == ["fid/digits/family-unwhitened-a1", "fid/digits/family-whitened-a1", "fid/digits/pixel_sd"]
+    assert res.arrays[keys[0]].dtype == np.uint8 and res.arrays[keys[0]].shape == (12, 64)
+    monkeypatch.setattr(F, "fid_features", lambda x, shape, **kw: torch.as_tensor(x).double().reshape(len(x), -1)[:, :8])
+    monkeypatch.setattr(F, "data_root", lambda *a: where["runs_root"], raising=False)
+    scores = F.score_stored("e1", "ci", config=cfg, store=where["store"], log=lambda s: None)
+    assert set(scores) == {"digits/family-unwhitened-a1", "digits/family-whitened-a1", "digits/pixel_sd"}
+    stored = where["store"].load("e1", "ci", cfg)
+    assert stored.metrics["fid"] == pytest.approx(scores) and stored.metrics["fid_protocol"]["n_samples"] == 12
+    assert stored.arrays.keys() == res.arrays.keys()  # arrays untouched

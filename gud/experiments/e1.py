@@ -129,6 +129,7 @@ CONFIGS = {
         "sampler_steps": 49,
         "score_steps": 2000,
         "score_seed": 0,
+        "fid_samples": 1000,
         "weights_dtype": "bfloat16",
         "cost_note": "estimated ~7 min on one H100/H200 (3 networks of at most 4000 steps at ~30 steps/s, "
                      "5 values of a x 2 priors evaluated); not yet measured",
@@ -224,13 +225,18 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                                    keep=seed == cfg["seeds"][0], **train_kw)
                     _curves(arrays, name, tn)
                     for a in cfg["a_eval"]:
-                        keep = cfg["show_samples"] if (conv == main and seed == cfg["seeds"][0]) else 0
+                        first = conv == main and seed == cfg["seeds"][0]
+                        keep = cfg["show_samples"] if first else 0
+                        keep_u8 = cfg.get("fid_samples", 0) if first and a in cfg["show_a"] else 0
                         ev = ctx.cached(f"{name}-a{a:g}", lambda: evaluate_at(
                             tn.model, s, sched, [a], scorer=scorer if conv == main else None,
-                            n_samples=cfg["n_samples"] if conv == main else 0, seed=seed, keep=keep, **eval_kw))
+                            n_samples=cfg["n_samples"] if conv == main else 0, seed=seed, keep=keep,
+                            keep_u8=keep_u8, **eval_kw))
                         rows.append(_row(ds, "family", p, conv, a, seed, ev))
                         if keep:
                             arrays[f"{ds}/family/{p}/a{a:g}/samples"] = ev["samples"]
+                        if keep_u8:
+                            arrays[f"fid/{ds}/family-{p}-a{a:g}"] = ev["samples_u8"]
                     if conv == main and seed == cfg["seeds"][0]:
                         arrays[f"{ds}/family/{p}/trajectory"] = np.stack([denoised_trajectory(
                             tn.model, s, sched, params=[a], times=cfg["trajectory_times"], n=cfg["trajectory_n"],
@@ -246,9 +252,13 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                 tn = ctx.train(name, pix, sched, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=seed,
                                keep=seed == cfg["seeds"][0], **train_kw)
                 _curves(arrays, name, tn)
+                keep_u8 = cfg.get("fid_samples", 0) if seed == cfg["baseline_seeds"][0] else 0
                 ev = ctx.cached(name, lambda: evaluate_at(tn.model, pix, sched, None, scorer=scorer,
-                                                          n_samples=cfg["n_samples"], seed=seed, **eval_kw))
+                                                          n_samples=cfg["n_samples"], seed=seed, keep_u8=keep_u8,
+                                                          **eval_kw))
                 rows.append(_row(ds, "pixel_sd", "unwhitened", main, 1.0, seed, ev))
+                if keep_u8:
+                    arrays[f"fid/{ds}/pixel_sd"] = ev["samples_u8"]
             if "a1_only" in cfg["baselines"]:
                 for p in cfg["a1_only_priors"]:
                     s = setups[p]
