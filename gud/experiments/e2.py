@@ -95,6 +95,8 @@ CONFIGS = {
         "sampler_steps": 49,
         "score_steps": 2000,
         "score_seed": 0,
+        "fid_samples": 1000,
+        "fid_points": [[1.0, 0.0], [1.0, 1.0], [0.4, 0.0]],
         "weights_dtype": "bfloat16",
         "cost_note": "estimated ~6 min on one H100/H200 (1 network of at most 8000 steps at ~30 steps/s, "
                      "9 grid points evaluated); not yet measured",
@@ -177,12 +179,15 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                 arrays[f"curves/{name}/train"] = np.asarray(tn.loss_history, dtype=np.float64)
             first = seed == cfg["seeds"][0]
             for a, r in grid:
+                keep_u8 = cfg.get("fid_samples", 0) if first and [a, r] in cfg.get("fid_points", []) else 0
                 ev = ctx.cached(f"{name}-a{a:g}-r{r:g}", lambda: evaluate_at(
                     tn.model, s, sched, [a, r], scorer=scorer, seed=seed,
-                    keep=cfg["show_samples"] if first else 0, **eval_kw))
+                    keep=cfg["show_samples"] if first else 0, keep_u8=keep_u8, **eval_kw))
                 rows.append(_row(ds, "family", a, r, seed, ev))
                 if first:
                     arrays[f"{ds}/samples/a{a:g}/r{r:g}"] = ev["samples"]
+                if keep_u8:
+                    arrays[f"fid/{ds}/a{a:g}-r{r:g}"] = ev["samples_u8"]
         arrays[f"{ds}/real"] = s.test.x[:cfg["show_samples"]].numpy()
     metrics["rows"] = rows
     metrics["claims"] = claims(cfg, rows)
