@@ -86,6 +86,7 @@ class Chapter:
             return found
         ci = run(self.experiment, "ci", log=lambda s: None)
         self.shown_profile = "ci"
+        self.config = ci.config  # the configuration of what is shown
         self.banner(ci, missing=self.profile)
         return ci
 
@@ -93,7 +94,7 @@ class Chapter:
         """The profile banner: which profile, data and compute the page shows."""
         info, m = result.info, result.metrics
         data = m.get("data_description") or PROFILE_TEXT.get(result.profile, "")
-        compute = m.get("compute_description") or _compute_text(info)
+        compute = _compute_text(info) + (f"; {m['compute_description']}" if m.get("compute_description") else "")
         note = ""
         if missing:
             note = (f"<p><b>The {escape(missing)} result of this chapter has not been computed yet.</b> "
@@ -129,10 +130,24 @@ class Chapter:
         png = FIGURES / "gpu" / f"{name}.png"
         if not png.exists():
             return
-        data = base64.b64encode(png.read_bytes()).decode()
+        data = base64.b64encode(_thumbnail(png)).decode()
         display_html(f"<details class='gud-other-profile'><summary>The same figure in the <code>gpu</code> "
                      f"profile: {escape(caption)}</summary><img src='data:image/png;base64,{data}' "
                      f"style='max-width:100%' alt='{escape(caption)}'></details>")
+
+
+def _thumbnail(png: Path, width: int = 800) -> bytes:
+    """The PNG scaled down to at most ``width`` pixels (page width), to keep notebooks small."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(png) as im:
+        if im.width > width:
+            im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
 def _compute_text(info: dict) -> str:
