@@ -18,7 +18,9 @@ Data are a stationary 1-D Gaussian process on ``D`` points, ``x ~ N(0, K_x)``, s
   sampler's exact error against its number of network evaluations;
 * with the exact denoiser the expected ELBO exceeds the exact NLL by exactly
   :math:`\mathrm{KL}(q(y_1)\,\|\,\mathcal N(0, I))` plus the expected KL of the
-  Gaussian decoder from the true posterior at t = 0 (:func:`elbo_gap`).
+  Gaussian decoder from the true posterior at t = 0 (:func:`elbo_gap`), which
+  :func:`expected_elbo` checks by quadrature (piecewise between the kinks of a clipped
+  schedule, :func:`schedule_kinks`).
 
 Shapes follow CONTRIBUTING.md: ``gamma [T, D]``, covariances ``[D, D]`` (float64).
 """
@@ -33,7 +35,7 @@ from torch import Tensor
 from .bases import PixelBasis
 from .oracle import GaussianOracle
 from .prior import Prior
-from .samplers import DEFAULT_GRID, SAMPLERS, make_grid, nfe, sample, steps_for_nfe, time_grid
+from .samplers import DEFAULT_GRID, SAMPLERS, make_grid, nfe, steps_for_nfe, time_grid
 from .schedules import NoiseState, Schedule, SoftConditioningSchedule, alpha_sigma
 
 __all__ = [
@@ -56,9 +58,7 @@ __all__ = [
     "expected_elbo",
     "gaussian_entropy",
     "TrajectoryRecorder",
-    "compute_structure",
-    "compute_sampling",
-    "compute_elbo",
+    "schedule_kinks",
 ]
 
 
@@ -448,6 +448,49 @@ def elbo_gap(oracle: GaussianOracle, schedule: Schedule, params=None) -> dict[st
     return {"prior": prior, "decoder": dec, "total": prior + dec}
 
 
+def _simpson_nodes(n_grid: int, breaks=None, inset: float = 1e-12) -> tuple[Tensor, Tensor]:
+    """Nodes ``[T]`` and weights ``[T]`` of composite Simpson's rule on [0, 1]: one uniform rule on
+    ``n_grid`` points (made odd), or, with ``breaks``, one rule per piece between the sorted
+    break times (an even number of intervals, at least 2, in proportion to the piece's length),
+    its end points moved ``inset`` inside the piece so that a jump of the integrand at a break
+    is evaluated from the correct side."""
+    b = torch.as_tensor([] if breaks is None else breaks, dtype=torch.float64).reshape(-1)
+    b = b[(b > 0) & (b < 1)]
+    edges = torch.unique(torch.cat([torch.tensor([0.0, 1.0], dtype=torch.float64), b]))  # sorted
+    edges = edges[torch.cat([torch.tensor([True]), edges[1:] - edges[:-1] > 4 * inset])]
+    edges[-1] = 1.0
+    single = len(edges) == 2
+    nodes, weights = [], []
+    for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
+        m = max(2, 2 * math.ceil(0.5 * (n_grid - 1) * (hi - lo)))  # even number of intervals
+        a, c = (lo, hi) if single else (lo + inset, hi - inset)
+        t = torch.linspace(a, c, m + 1, dtype=torch.float64)
+        w = torch.ones(m + 1, dtype=torch.float64)
+        w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+        nodes.append(t)
+        weights.append(w * (c - a) / (3 * m))
+    return torch.cat(nodes), torch.cat(weights)
+
+
+def schedule_kinks(schedule: Schedule, params=None, n_fine: int = 20001) -> Tensor:
+    r"""Times ``[K]`` in (0, 1) where a piecewise-linear schedule's :math:`\gamma_i'(t)` jumps (the
+    kinks of a clipped schedule: where a component starts and stops moving), sorted.
+
+    Found on ``n_fine`` uniform times: in every interval where some component's rate changes, the
+    kink is where the lines through its two end points (with the rates on either side) meet,
+    exact for a piecewise-linear :math:`\gamma_i` with at most one kink per component and
+    interval."""
+    t = torch.linspace(0.0, 1.0, n_fine, dtype=torch.float64)
+    st = _as_state(schedule, t, params)
+    g, r = st.gamma, st.gamma_dot  # [T, D]
+    scale = r.abs().amax().clamp_min(1e-300)
+    k, i = torch.nonzero((r[1:] - r[:-1]).abs() > 1e-9 * scale, as_tuple=True)  # interval, component
+    t0, t1 = t[k], t[k + 1]
+    r0, r1 = r[k, i], r[k + 1, i]
+    out = (g[k + 1, i] - g[k, i] - r1 * t1 + r0 * t0) / (r0 - r1)
+    return torch.unique(out.clamp(0.0, 1.0))
+
+
 def gaussian_entropy(oracle: GaussianOracle) -> float:
     r""":math:`\mathbb E[-\log q(y_0)] = \tfrac12\log\det(2\pi e K)` in nats."""
     d = oracle.dim
@@ -456,10 +499,15 @@ def gaussian_entropy(oracle: GaussianOracle) -> float:
 
 
 def expected_elbo(oracle: GaussianOracle, schedule: Schedule, *, model: GaussianOracle | None = None,
-                  params=None, n_grid: int = 4001) -> dict[str, float]:
+                  params=None, n_grid: int = 4001, breaks=None) -> dict[str, float]:
     r"""The ELBO of :func:`gud.likelihood.elbo` (``decoder="gaussian"``, whitened space, no
     log-determinant) averaged *exactly* over :math:`y_0 \sim q` and :math:`\varepsilon`,
     with the time integral by Simpson's rule on ``n_grid`` points.
+
+    ``breaks``: times in (0, 1) where :math:`\gamma_i'(t)` jumps (a clipped schedule's kinks,
+    :func:`schedule_kinks`); Simpson's rule is then applied on each piece between them (about
+    ``n_grid`` points in all, each piece's end points taken just inside it), which keeps its
+    fourth-order accuracy; across a jump a single rule is only first order.
 
     ``model`` is the denoiser (default: ``oracle``, exact); any :class:`GaussianOracle` is
     affine in :math:`y_t`, :math:`\hat\varepsilon = E y_t + e`, so
@@ -467,14 +515,12 @@ def expected_elbo(oracle: GaussianOracle, schedule: Schedule, *, model: Gaussian
     + (EAm + e)_i^2`.  Returns the three terms and their ``total`` in nats per example.
     """
     model = oracle if model is None else model
-    if n_grid % 2 == 0:
-        n_grid += 1
     k, m = oracle.cov, oracle.mean
     d = oracle.dim
     g1 = _as_state(schedule, 1.0, params).gamma[0]
     a1, s1 = alpha_sigma(g1)
     prior = 0.5 * float((s1 ** 2 + a1 ** 2 * (k.diagonal() + m ** 2) - 1 - torch.log(s1 ** 2)).sum())
-    t = torch.linspace(0.0, 1.0, n_grid, dtype=torch.float64)
+    t, w = _simpson_nodes(n_grid, breaks)
     st = _as_state(schedule, t, params)
     alpha, sigma = alpha_sigma(st.gamma)  # [T, D]
     ck = alpha[:, :, None] * model.cov * alpha[:, None, :] + torch.diag_embed(sigma ** 2)
@@ -485,9 +531,7 @@ def expected_elbo(oracle: GaussianOracle, schedule: Schedule, *, model: Gaussian
     ea = e_mat * alpha[:, None, :]  # E A
     err = (r ** 2).sum(-1) + ((ea @ k) * ea).sum(-1) + ((ea @ m) + e_vec) ** 2  # [T, D]
     f = 0.5 * (st.gamma_dot * err).sum(-1)  # [T]
-    w = torch.ones(n_grid, dtype=torch.float64)
-    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
-    diffusion = float((w * f).sum() / (3 * (n_grid - 1)))
+    diffusion = float((w * f).sum())
     g0 = _as_state(schedule, 0.0, params).gamma[0]
     recon = 0.5 * float((math.log(2 * math.pi) + g0 + 1).sum())
     return {"prior": prior, "diffusion": diffusion, "reconstruction": recon,
@@ -520,132 +564,3 @@ class TrajectoryRecorder:
     @property
     def denoised(self) -> Tensor:
         return torch.stack(self._y0)
-
-
-# ------------------------------------------------------------------ the chapter's computations
-
-def _toys(cfg: dict) -> dict[str, Toy]:
-    kw = dict(d=cfg["dim"], kernel=cfg["kernel"], length=cfg["length"], variance=cfg["variance"])
-    return {"whitened": make_toy(whitened=True, **kw), "unwhitened": make_toy(whitened=False, **kw)}
-
-
-def _sched(toy: Toy, cfg: dict, a: float) -> SoftConditioningSchedule:
-    return toy.schedule(a, cfg["gamma_denoise"], cfg["gamma_noise"])
-
-
-def compute_structure(cfg: dict) -> tuple[dict, dict]:
-    """Decision times over a fine grid of ``a``, the conditional structure of the middle
-    component at its decision time, and one oracle sampling trajectory per ``a``
-    (``experiment toy``, see :mod:`gud.experiments.toy`)."""
-    toy = _toys(cfg)["whitened"]  # decision times do not depend on the prior: same SNR paths
-    k, d = toy.oracle.cov, cfg["dim"]
-    grid = torch.linspace(0.0, cfg["softness_grid"]["max"], cfg["softness_grid"]["num"], dtype=torch.float64)
-    thr = cfg["decision_threshold"]
-    mid = d // 2
-    idx = torch.arange(d)
-    groups = {"past": idx < mid, "self": idx == mid, "future": idx > mid, "all": idx >= 0}
-    tau = torch.empty(len(grid), d, dtype=torch.float64)
-    explained = {g: torch.empty(len(grid), dtype=torch.float64) for g in groups}
-    for j, a in enumerate(grid.tolist()):
-        sch = _sched(toy, cfg, a)
-        tau[j] = decision_times(k, sch, threshold=thr, n_grid=cfg["time_grid"])
-        g = sch.gamma(tau[j, mid].reshape(1)).to(torch.float64)
-        for name, mask in groups.items():
-            explained[name][j] = 1 - conditional_variance(k, g, mid, mask)[0] / k[mid, mid]
-    past = idx < mid
-    kp = k[past][:, past]
-    ar_var = k[mid, mid] - k[mid, past] @ torch.linalg.solve(kp, k[past, mid])
-    arrays = {"softness_grid": grid, "decision_times": tau,
-              **{f"explained_{n}": v for n, v in explained.items()}}
-    tr = cfg["trajectory"]
-    for a in tr["softness"]:
-        sch = _sched(toy, cfg, a)
-        rec = TrajectoryRecorder()
-        gen = torch.Generator().manual_seed(tr["seed"])
-        sample(toy.oracle, sch, 1, method=tr["method"], steps=tr["steps"], generator=gen,
-               dtype=torch.float64, callback=rec)
-        arrays[f"traj_times_a{a:g}"] = rec.times
-        arrays[f"traj_y0hat_a{a:g}"] = rec.denoised[:, 0]
-        arrays[f"traj_tau_a{a:g}"] = decision_times(k, sch, threshold=thr, n_grid=cfg["time_grid"])
-    metrics = {"middle_component": mid,
-               "ar_limit_explained_by_past": float(1 - ar_var / k[mid, mid]),
-               "rho_squared": math.exp(-2 / cfg["length"])}
-    return metrics, arrays
-
-
-def compute_sampling(cfg: dict) -> tuple[dict, dict]:
-    r"""Exact :math:`\mathrm{KL}(q(y_{t=0})\,\|\,p_{\text{sampler}})` by moment propagation for
-    every prior x ``a`` x sampler x step count (no final denoising: the target is
-    :math:`q(y_{t=0})`, so the probability-flow limit is exactly the prior mismatch), the
-    prior mismatch itself, and a Monte-Carlo check with real samples."""
-    toys = _toys(cfg)
-    samplers, steps, soft = cfg["samplers"], cfg["sampler_steps"], cfg["softness"]
-    kl = torch.empty(2, len(soft), len(samplers), len(steps), dtype=torch.float64)
-    mismatch = torch.empty(2, len(soft), dtype=torch.float64)
-    for p, toy in enumerate(toys.values()):
-        for j, a in enumerate(soft):
-            sch = _sched(toy, cfg, a)
-            mismatch[p, j] = prior_mismatch(toy.oracle, sch)
-            m0, c0 = marginal_moments(toy.oracle, sch.gamma(torch.zeros(1, dtype=torch.float64))[0])
-            for s, method in enumerate(samplers):
-                for n, st in enumerate(steps):
-                    mu, cov = propagate_moments(toy.oracle, sch, method, st, denoise_final=False)
-                    kl[p, j, s, n] = gaussian_kl(m0, c0, mu, cov)
-    emp = cfg["empirical"]
-    toy = toys["whitened"]
-    sch = _sched(toy, cfg, emp["softness"])
-    m0, c0 = marginal_moments(toy.oracle, sch.gamma(torch.zeros(1, dtype=torch.float64))[0])
-    kl_emp = torch.empty(len(samplers), len(steps), dtype=torch.float64)
-    kl_emp_exact = torch.empty(len(samplers), len(steps), dtype=torch.float64)
-    for s, method in enumerate(samplers):
-        for n, st in enumerate(steps):
-            gen = torch.Generator().manual_seed(emp["seed"] + 1000 * s + n)
-            ys = sample(toy.oracle, sch, emp["n_samples"], method=method, steps=st, generator=gen,
-                        dtype=torch.float64, denoise_final=False)
-            kl_emp[s, n] = empirical_kl(m0, c0, ys)
-            mu, cov = propagate_moments(toy.oracle, sch, method, st, denoise_final=False)
-            kl_emp_exact[s, n] = empirical_kl(mu, cov, ys)  # samples against their predicted law
-    metrics = {"empirical_floor": empirical_kl_floor(cfg["dim"], emp["n_samples"])}
-    return metrics, {"kl": kl, "mismatch": mismatch, "kl_empirical": kl_emp,
-                     "kl_empirical_vs_propagated": kl_emp_exact}
-
-
-def compute_elbo(cfg: dict) -> tuple[dict, dict]:
-    """The ELBO table: closed-form gap, exact expectation by quadrature, the Monte-Carlo ELBO
-    of :func:`gud.likelihood.elbo` against the exact NLL on the same data, and a
-    mis-specified denoiser, for every ``a`` and both priors."""
-    from .likelihood import elbo
-    from .oracle import gaussian_nll
-
-    ec = cfg["elbo"]
-    toys = _toys(cfg)
-    d = cfg["dim"]
-    gen = torch.Generator().manual_seed(ec["seed"])
-    cov_x = next(iter(toys.values())).cov_x
-    x = torch.randn(ec["n_examples"], d, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(cov_x).T
-    nll = gaussian_nll(x, torch.zeros(d, dtype=torch.float64), cov_x)  # [N], nats, pixel space
-    rows = []
-    for prior_name, toy in toys.items():
-        wrong = make_toy(d, cfg["kernel"], ec["wrong_length"], cfg["variance"], toy.prior.whitened).oracle
-        y0 = toy.prior.encode(x)
-        ent = gaussian_entropy(toy.oracle)
-        for a in cfg["softness"]:
-            sch = _sched(toy, cfg, a)
-            gap = elbo_gap(toy.oracle, sch)
-            quad = expected_elbo(toy.oracle, sch, n_grid=ec["quadrature_points"])["total"] - ent
-            quad_w = expected_elbo(toy.oracle, sch, model=wrong, n_grid=ec["quadrature_points"])["total"] - ent
-            mc = {}
-            for name, model in (("oracle", toy.oracle), ("wrong", wrong)):
-                g = torch.Generator().manual_seed(ec["seed"] + 1)  # common random numbers
-                mc[name] = elbo(model, y0, sch, generator=g, n_time_samples=ec["n_time_samples"],
-                                decoder="gaussian", prior=toy.prior).total
-            diff = mc["oracle"] - nll
-            dw = mc["wrong"] - mc["oracle"]
-            se = lambda v: float(v.std() / math.sqrt(v.numel()))  # noqa: E731
-            rows.append({"prior": prior_name, "a": a, "gap_prior_kl": gap["prior"],
-                         "gap_decoder": gap["decoder"], "gap_closed_form": gap["total"],
-                         "gap_quadrature": quad, "mc_elbo_minus_nll": float(diff.mean()),
-                         "mc_stderr": se(diff), "wrong_gap_quadrature": quad_w,
-                         "mc_wrong_minus_oracle": float(dw.mean()), "mc_wrong_stderr": se(dw)})
-    return {"rows": rows, "mean_nll_nats": float(nll.mean()),
-            "entropy_nats": gaussian_entropy(toys["whitened"].oracle) + float(toys["whitened"].prior.log_det)}, {"nll": nll}
