@@ -21,7 +21,9 @@ EXIT_INCOMPLETE = 3
 
 
 def _run(args) -> int:
-    from .runner import BudgetExhausted, pending, run
+    from .profiles import experiment_config
+    from .results import ResultsStore
+    from .runner import MICRO_ROOT, BudgetExhausted, micro_config, pending, run
 
     if sum(bool(x) for x in (args.experiments, args.pending, args.all)) != 1:
         print("name experiments, or give --pending or --all (exactly one of them)", file=sys.stderr)
@@ -42,8 +44,12 @@ def _run(args) -> int:
         try:
             if left is not None and left <= 0:
                 raise BudgetExhausted(f"{exp}: not started")
+            extra = {}
+            if args.micro:  # the same command at a micro size, results kept apart from the real ones
+                extra = dict(config=micro_config(exp, experiment_config(exp, args.profile)),
+                             store=ResultsStore(MICRO_ROOT / "results"), runs_root=MICRO_ROOT / "runs")
             run(exp, args.profile, budget_s=left, recompute=args.recompute, device=args.device,
-                progress=not args.quiet)
+                progress=not args.quiet, **extra)
         except BudgetExhausted as exc:
             rest = exps[exps.index(exp):]
             print(f"budget exhausted: {exc}. Remaining: {', '.join(rest)}. "
@@ -60,6 +66,8 @@ def _parallel(exps: list[str], args) -> int:
     base = [sys.executable, "-m", "gud", "run", "--profile", args.profile, "--quiet"]
     if args.recompute:
         base.append("--recompute")
+    if args.micro:
+        base.append("--micro")
     if args.device:
         base += ["--device", args.device]
     if args.budget_s is not None:
@@ -122,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="experiments run in parallel processes")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--micro", action="store_true",
+                   help="a dry run at a micro size (seconds on a CPU), results under runs/micro/")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("status", help="which results are stored, missing or stale")

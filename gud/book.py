@@ -53,8 +53,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence], caption: str | None =
 def _style() -> None:
     import matplotlib as mpl
 
-    mpl.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
-                         "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.dpi": 100,
+    # figures are drawn at up to 10 in and shown at the page's ~7 in: fonts large enough to stay
+    # at 8 pt or more after that scaling
+    mpl.rcParams.update({"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "legend.fontsize": 10,
+                         "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.dpi": 100,
                          "savefig.bbox": "tight", "figure.constrained_layout.use": False})
 
 
@@ -100,9 +102,19 @@ class Chapter:
             note = (f"<p><b>The {escape(missing)} result of this chapter has not been computed yet.</b> "
                     f"This page shows the <code>ci</code> profile instead. To compute it: "
                     f"<code>python -m gud run {escape(self.experiment)} --profile {escape(missing)}</code>.</p>")
+        other = ""
+        if result.profile == "ci" and not missing:
+            try:
+                has_gpu = ResultsStore().load(self.experiment, "gpu", experiment_config(self.experiment, "gpu")) is not None
+            except ValueError:
+                has_gpu = False
+            other = ("<br><b>gpu profile</b> (32×32 data): " + (
+                "computed; its figures are shown, collapsed, below the ci ones" if has_gpu else
+                f"configured, not computed yet (<code>python -m gud run {escape(self.experiment)} "
+                f"--profile gpu</code>)"))
         display_html(f'<div class="gud-profile-banner admonition note"><p class="admonition-title">'
                      f'Profile <code>{escape(result.profile)}</code></p>{note}'
-                     f"<p><b>Data:</b> {escape(data)}.<br><b>Compute:</b> {escape(compute)}.</p></div>")
+                     f"<p><b>Data:</b> {escape(data)}.<br><b>Compute:</b> {escape(compute)}.{other}</p></div>")
 
     def show_config(self) -> None:
         """The configuration, collapsed (a click opens it)."""
@@ -232,7 +244,8 @@ def benchmark_rows(folder: Path | None = None) -> list[list]:
         d = json.loads(f.read_text())
         m = d["machine"]
         for r in d["rows"]:
-            out.append([f"{m['device_name']} ({m['date']}, torch {m['torch']}, {m['threads']} thread(s))",
+            dev = "CPU" if m["device"] == "cpu" else m["device_name"]
+            out.append([f"{dev}, {m['threads']} thread(s), torch {m['torch'].split('+')[0]} ({m['date']})",
                         r["size"], "×".join(map(str, r["shape"])), r["batch"], r["precision"],
                         f"{r['ours_params'] / 1e6:.2f}M / {r['peer_params'] / 1e6:.2f}M",
                         f"{r['ours_img_s']:.1f}", f"{r['peer_img_s']:.1f}", f"{r['ratio']:.2f}"])

@@ -39,6 +39,7 @@ __all__ = [
     "SampleScorer",
     "classifier_frechet_distance",
     "column_profile",
+    "fid",
     "frechet_distance",
     "gaussian_frechet_distance",
     "inception_fid",
@@ -533,6 +534,14 @@ class SampleScorer:
         loo = self.reference_term + (s_gg - 2 * rows) / ((n - 1) * (n - 2)) - 2 * (s_rg - cols) / (m * (n - 1))
         stderr = math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
         return SampleScore(float(kcd), stderr, n)
+
+
+def fid(real, x_gen, shape, **kwargs) -> float:
+    """FID with the standard Inception-v3 FID network, offline: :func:`gud.fid.fid` (the ``fid``
+    extra; reference statistics cached per data set by :func:`gud.fid.reference_stats`)."""
+    from .fid import fid as _fid
+
+    return _fid(real, x_gen, shape, **kwargs)
 
 
 def inception_fid(x_real: Tensor, x_gen: Tensor, shape: tuple[int, int, int]) -> float:

@@ -177,10 +177,22 @@ class TrainedNet:
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     eval_history: list[tuple[int, float]] = field(default_factory=list)
 
+    def converged(self, window: int = 3, tol: float = 0.01) -> bool:
+        """Did the validation loss flatten?  Early stopping ended the run, or the best value of its
+        last ``window`` evaluations improved on the best before them by less than ``tol``
+        (relative): a network that stopped at the step limit while still improving has not."""
+        if self.stopped_early:
+            return True
+        h = [v for _, v in self.eval_history]
+        if len(h) <= window:
+            return False
+        before, last = min(h[:-window]), min(h[-window:])
+        return (before - last) / abs(before) < tol
+
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "best_step": self.best_step, "train_s": self.wall_time,
                 "examples_per_s": self.throughput, "final_loss": self.final_loss,
-                "stopped_early": self.stopped_early}
+                "stopped_early": self.stopped_early, "converged": self.converged()}
 
 
 def train_model(setup: Setup, schedule: Schedule, *, net: str = "mlp", net_kwargs: dict | None = None,

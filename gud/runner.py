@@ -35,7 +35,10 @@ from .pipeline import Setup, TrainedNet, train_model
 from .profiles import EXPERIMENTS, current_profile, experiment_config
 from .results import REPO, Result, ResultsStore, config_hash
 
-__all__ = ["BudgetExhausted", "Context", "run", "pending", "status", "run_dir"]
+__all__ = ["BudgetExhausted", "Context", "run", "pending", "status", "run_dir", "micro_config", "MICRO_ROOT"]
+
+#: Where ``python -m gud run --micro`` keeps its results and checkpoints (git-ignored).
+MICRO_ROOT = Path(os.environ.get("GUD_MICRO_ROOT", REPO / "runs" / "micro"))
 
 
 class BudgetExhausted(RuntimeError):
@@ -149,6 +152,31 @@ class Context:
             _atomic_write(npz, write_npz)
         _atomic_write(js, lambda p: p.write_text(json.dumps(plain)))
         return {**plain, **arrays}
+
+
+# Overrides that make any profile's configuration a micro one (seconds on a CPU), for a dry run of
+# the real command: the same code path, data and checkpoints, tiny sizes.
+_MICRO = {"max_steps": 30, "eval_every": 10, "patience": 2, "seeds": [0], "baseline_seeds": [0],
+          "n_samples": 24, "sampler_steps": 6, "score_steps": 20, "n_time_samples": 1, "show_samples": 3,
+          "trajectory_n": 2, "trajectory_steps": 6, "trajectory_times": [0.5, 0.0], "fid_samples": 8,
+          "limit": 1500, "test_limit": 120, "prior_limit": 1500, "n_patches": 300}
+_MICRO_NETS = {"mlp": {"hidden": 32, "depth": 1},
+               "unet": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1}}
+
+
+def micro_config(experiment: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A micro version of ``config``: common size keys shrunk, the network made tiny, and the
+    experiment's own ``micro(config)`` hook applied where it has one."""
+    import copy
+
+    cfg = copy.deepcopy(dict(config))
+    for k, v in _MICRO.items():
+        if k in cfg and cfg[k] is not None or k in ("limit", "test_limit", "prior_limit") and k in cfg:
+            cfg[k] = v
+    if cfg.get("net") in _MICRO_NETS:
+        cfg["net_kwargs"] = dict(_MICRO_NETS[cfg["net"]])
+    hook = getattr(_module(experiment), "micro", None)
+    return hook(cfg) if hook is not None else cfg
 
 
 def _module(experiment: str):

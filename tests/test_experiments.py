@@ -131,3 +131,22 @@ def test_fid_of_stored_samples_is_written_into_the_result(where, monkeypatch):
     stored = where["store"].load("e1", "ci", cfg)
     assert stored.metrics["fid"] == pytest.approx(scores) and stored.metrics["fid_protocol"]["n_samples"] == 12
     assert stored.arrays.keys() == res.arrays.keys()  # arrays untouched
+
+
+def test_command_line_micro_run_stops_at_the_budget_and_resumes(tmp_path):
+    """`python -m gud run --micro --budget-s` stops cleanly, says what remains, and the same command
+    resumes and stores the result (the real store untouched)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, GUD_MICRO_ROOT=str(tmp_path), GUD_THREADS="1")
+    cmd = [sys.executable, "-m", "gud", "run", "e2", "--profile", "ci", "--micro", "--quiet"]
+    first = subprocess.run(cmd + ["--budget-s", "0.5"], cwd=repo, env=env, capture_output=True, text=True)
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert "budget exhausted" in first.stdout and "Remaining: e2" in first.stdout
+    second = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert list((tmp_path / "results" / "e2" / "ci").glob("*/metrics.json"))

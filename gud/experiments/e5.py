@@ -90,7 +90,7 @@ CONFIGS = {
         "trajectory_ab": [[0.0, 0.0], [6.0, 0.0], [0.0, 2.0]],
         "net": "mlp",
         "net_kwargs": {"hidden": 256, "depth": 3},
-        "max_steps": 2000,
+        "max_steps": 3000,
         "eval_every": 250,
         "patience": 3,
         "batch_size": 256,
@@ -252,7 +252,7 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                 ev = ctx.cached(f"{name}-{tag(a, b)}", lambda: evaluate_at(
                     tn.model, s, fam, [a, b], scorer=scorer if sc else None,
                     n_samples=cfg["n_samples"] if sc else 0, seed=seed, keep=keep, **eval_kw))
-                rows.append(_row(ds, "family", a, b, seed, ev))
+                rows.append(_row(ds, "family", a, b, seed, ev, tn.converged()))
                 if keep:
                     arrays[f"{ds}/family/{tag(a, b)}/samples"] = ev["samples"]
             if first:
@@ -266,7 +266,7 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
             keep = cfg["show_samples"] if first else 0
             ev = ctx.cached(name, lambda: evaluate_at(tn.model, s, std, None, scorer=scorer,
                                                       n_samples=cfg["n_samples"], seed=seed, keep=keep, **eval_kw))
-            rows.append(_row(ds, "standard", 1.0, None, seed, ev))
+            rows.append(_row(ds, "standard", 1.0, None, seed, ev, tn.converged()))
             if first:
                 arrays[f"{ds}/standard/samples"] = ev["samples"]
                 _trajectory(arrays, f"{ds}/trajectory/standard", tn.model, s, std, None, cfg, seed, ctx)
@@ -304,10 +304,10 @@ def _trajectory(arrays, key, model, s, sched, params, cfg, seed, ctx) -> None:
         arrays[f"{key}/paths"] = (sched.gamma(t, p) - s.prior.log_var.to(torch.float64)).numpy()  # [101, D]
 
 
-def _row(ds, model, a, b, seed, ev) -> dict:
+def _row(ds, model, a, b, seed, ev, converged=True) -> dict:
     keys = ("bpd", "bpd_stderr", "prior_bpd", "diffusion_bpd", "reconstruction_bpd", "score", "score_se")
     return {"dataset": ds, "model": model, "a": float(a), "b": None if b is None else float(b), "seed": seed,
-            **{k: float(ev[k]) for k in keys if k in ev}}
+            "converged": bool(converged), **{k: float(ev[k]) for k in keys if k in ev}}
 
 
 def _curves(arrays: dict, name: str, tn) -> None:
@@ -375,6 +375,9 @@ def claims(cfg: dict, rows: list[dict], datasets: dict) -> list[dict]:
         gauss = lambda a, b, m="bpd": get("gaussian" if b is not None else "gaussian_standard", a, b, m)  # noqa: E731
 
         def sound(points, m="bpd") -> tuple[bool, str]:
+            models = {"family" if b is not None else "standard" for _, b in points}
+            if not all(r.get("converged", True) for r in rows if r["dataset"] == ds and r["model"] in models):
+                return False, "a network stopped at the step limit with its validation loss still falling"
             net = lambda a, b: get("family" if b is not None else "standard", a, b, m)  # noqa: E731
             bad = [(a, b) for a, b in points if not stats.beats(*net(a, b), *gauss(a, b, m))]
             if not bad:

@@ -365,6 +365,16 @@ def sampler_table(cfg: dict, parts: dict[tuple[str, float], dict]) -> list[dict]
 
 # ----------------------------------------------------------------------------- compute
 
+def micro(cfg: dict) -> dict:
+    """Micro sizes of any profile's configuration (``python -m gud run --micro``)."""
+    cfg.update(dim=6, softness_grid={"max": 8.0, "num": 5}, time_grid=401, softness=[0.0, 2.0, 8.0],
+               show_softness=[0.0, 8.0], path_times=21, trajectory={"method": "em", "steps": 20, "seed": 1},
+               sampler_steps=[5, 20], empirical={"softness": 2.0, "n_samples": 400, "seed": 2, "steps": [5, 20]},
+               nfe={"softness": [1.0], "budgets": [4, 10], "reference_steps": 100, "table": [10]},
+               elbo={"n_examples": 300, "n_time_samples": 2, "seed": 3, "quadrature_points": 1001, "wrong_length": 1.0})
+    return cfg
+
+
 def compute(cfg: dict, ctx) -> tuple[dict, dict]:
     """All numbers of the chapter (see the module docstring); every part memoised."""
     metrics: dict[str, Any] = {}
