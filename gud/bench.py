@@ -21,6 +21,7 @@ networks of a run profile's experiments.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -304,6 +305,52 @@ def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None
         name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
         print(f"gud bench: profile {profile}, {len(entries)} networks, {seconds:.0f} s measured, {dev} ({name})")
         probe(entries, seconds=seconds, device=dev)
+        elbo_probe(entries[-1], device=dev, seconds=min(15.0, seconds / 4))
     finally:
         torch.set_num_threads(previous)
     return 0
+
+
+@torch.no_grad()
+def elbo_probe(entry: dict, *, device, seconds: float = 10.0, batch: int = 500, n_time_samples: int = 1) -> dict:
+    """Throughput of the ELBO (bits/dim, one Monte-Carlo replicate per image, the discretised
+    decoder of :func:`gud.pipeline.evaluate_bpd` with its basis matrix) for the network of
+    ``entry`` on random 8-bit images, and the projected time for 10,000 test images."""
+    import time
+
+    from .bases import make_basis
+    from .likelihood import elbo
+    from .prior import Prior
+
+    shape = tuple(int(s) for s in entry["shape"])
+    d = math.prod(shape)
+    g = torch.Generator().manual_seed(0)
+    x = torch.round(torch.rand(max(batch, 64), d, generator=g) * 255) / 127.5 - 1
+    basis = make_basis("pixel", shape)
+    prior = Prior.fit(basis, x.double(), whitened=True).to(device)
+    model = build_entry_model(entry).to(device).eval()
+    schedule = componentwise_schedule(d).to(device)
+    xb, yb = x[:batch].to(device), prior.encode(x[:batch].double()).float().to(device)
+    gen = torch.Generator(device).manual_seed(1)
+    use_amp = device.type == "cuda"
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+
+    def once():
+        with ctx:
+            return elbo(model, yb, schedule, generator=gen, n_time_samples=n_time_samples, decoder="discretized",
+                        prior=prior, x=xb)
+
+    once()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds or n == 0:
+        once()
+        n += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    rate = n * batch / (time.perf_counter() - t0)
+    print(f"ELBO (bits/dim, discretised decoder, {n_time_samples} replicate, batch {batch}"
+          f"{', bf16 network' if use_amp else ''}) for {entry['name']}: {rate:.0f} images/s, "
+          f"10,000 test images in {10000 / rate:.1f} s")
+    return {"images_per_s": rate, "seconds_10k": 10000 / rate}
