@@ -34,7 +34,7 @@ from .schedules import Schedule
 from .train import TrainConfig, TrainResult, train
 
 __all__ = ["Setup", "prepare", "setup_from_data", "bin_width", "build_model", "fit", "TrainedNet",
-           "train_model", "held_out_loss", "evaluate_bpd", "evaluate_at", "sample_scorer", "generate", "denoised_trajectory",
+           "train_model", "train_settings", "eval_settings", "held_out_loss", "evaluate_bpd", "evaluate_at", "sample_scorer", "generate", "denoised_trajectory",
            "set_threads",
            "Timer"]
 
@@ -219,6 +219,21 @@ def train_model(setup: Setup, schedule: Schedule, *, net: str = "mlp", net_kwarg
     final = res.loss_history[-1][1] if res.loss_history else float("nan")
     return TrainedNet(res.ema_model.eval(), res.step, res.best_step, res.wall_time, res.throughput, final,
                       res.finished, res.stopped_early, res.resumed_from, res.loss_history, res.eval_history)
+
+
+def train_settings(cfg: dict) -> dict[str, Any]:
+    """The keyword arguments of :func:`train_model` (via ``ctx.train``) from an experiment's
+    configuration: ``max_steps``, ``eval_every``, ``patience``, ``batch_size``, ``lr`` and
+    ``train_kwargs``."""
+    return dict(steps=cfg["max_steps"], eval_every=cfg["eval_every"], patience=cfg["patience"],
+                batch_size=cfg["batch_size"], lr=cfg["lr"], **cfg.get("train_kwargs", {}))
+
+
+def eval_settings(cfg: dict, device: str) -> dict[str, Any]:
+    """The keyword arguments of :func:`evaluate_at` from an experiment's configuration:
+    ``sampler``, ``sampler_steps``, ``n_time_samples``."""
+    return dict(method=cfg["sampler"], steps=cfg["sampler_steps"], n_time_samples=cfg["n_time_samples"],
+                device=device)
 
 
 def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: int = 0,

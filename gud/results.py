@@ -388,7 +388,6 @@ def save_weights(path: str | os.PathLike, model: Any, prior: Any, spec: Mapping[
 
 def load_weights(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     """Rebuild the network and prior written by :func:`save_weights` (float32, eval mode)."""
-    import torch
     from safetensors import safe_open
 
     from .bases import PCABasis, make_basis

@@ -82,6 +82,7 @@ class Context:
     progress: bool = False
     weights: dict[str, tuple] = field(default_factory=dict)
     trained: dict[str, dict] = field(default_factory=dict)  # name -> compute summary of its training
+    curves: dict[str, np.ndarray] = field(default_factory=dict)  # curves/<name>/{train,val}: [(step, loss)]
     log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
@@ -103,8 +104,9 @@ class Context:
     def train(self, name: str, setup: Setup, schedule, *, net: str, net_kwargs: Mapping[str, Any],
               keep: bool = True, **kwargs: Any) -> TrainedNet:
         """Train (or resume, or reload) the network ``name`` with :func:`gud.pipeline.train_model`;
-        its checkpoint is ``<run dir>/<name>.pt``.  With ``keep`` its EMA weights are stored
-        beside the result."""
+        its checkpoint is ``<run dir>/<name>.pt``.  Its training and validation losses are stored
+        with the result as ``curves/<name>/train`` and ``curves/<name>/val``; with ``keep`` its
+        EMA weights are stored beside the result."""
         self.check(f"training {name}")
         ckpt = self.directory / f"{name}.pt"
         self.log(f"[{self.experiment}] train {name}" + (" (resuming)" if ckpt.exists() else ""))
@@ -123,6 +125,9 @@ class Context:
                 summary["train_s"] += before.get("train_s", 0.0) if tn.resumed_from > 0 else 0.0
         _atomic_write(done, lambda p: p.write_text(json.dumps(summary)))
         self.trained[name] = summary
+        for kind, hist in (("train", tn.loss_history), ("val", tn.eval_history)):
+            if hist:
+                self.curves[f"curves/{name}/{kind}"] = np.asarray(hist, dtype=np.float64)
         if keep:
             self.weights[name] = (tn.model, setup.prior, {"net": net, "net_kwargs": dict(net_kwargs)})
         return tn
@@ -227,6 +232,7 @@ def run(experiment: str, profile: str | None = None, *, config: Mapping[str, Any
         info = {"device": dev, "device_name": torch.cuda.get_device_name() if dev.startswith("cuda") else "CPU",
                 "torch_threads": torch.get_num_threads(), "wall_seconds_last_call": wall,
                 "cpu": platform.processor() or platform.machine(), "trainings": ctx.trained}
+        arrays = {**ctx.curves, **arrays}  # every training's loss curves, stored with the result
         result = store.save(experiment, profile, cfg, metrics, arrays, info=info, weights=ctx.weights,
                             weights_dtype=cfg.get("weights_dtype", "float32"))
     log(f"[{experiment}] stored {profile} result ({wall:.0f} s this call)")

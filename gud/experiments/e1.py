@@ -40,11 +40,10 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
 from .. import baselines, stats
 from ..labels import CONVENTIONS, family, standard_diffusion_schedule, variance_labels
-from ..pipeline import denoised_trajectory, evaluate_at, prepare, sample_scorer
+from ..pipeline import denoised_trajectory, eval_settings, evaluate_at, prepare, sample_scorer, train_settings
 
 __all__ = ["CONFIGS", "compute"]
 
@@ -181,10 +180,8 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
     metrics: dict[str, Any] = {"datasets": {}}
     arrays: dict[str, Any] = {}
     G = dict(gamma_denoise=cfg["gamma_denoise"], gamma_noise=cfg["gamma_noise"])
-    train_kw = dict(steps=cfg["max_steps"], eval_every=cfg["eval_every"], patience=cfg["patience"],
-                    batch_size=cfg["batch_size"], lr=cfg["lr"], **cfg["train_kwargs"])
-    eval_kw = dict(method=cfg["sampler"], steps=cfg["sampler_steps"], n_time_samples=cfg["n_time_samples"],
-                   device=ctx.device)
+    train_kw = train_settings(cfg)
+    eval_kw = eval_settings(cfg, ctx.device)
     main = cfg["convention"]
     for ds in cfg["datasets"]:
         dk = cfg["data_kwargs"].get(ds, {})
@@ -223,7 +220,6 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                     name = f"{ds}-family-{p}-{conv}-seed{seed}"
                     tn = ctx.train(name, s, sched, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=seed,
                                    keep=seed == cfg["seeds"][0], **train_kw)
-                    _curves(arrays, name, tn)
                     for a in cfg["a_eval"]:
                         first = conv == main and seed == cfg["seeds"][0]
                         keep = cfg["show_samples"] if first else 0
@@ -251,7 +247,6 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                 name = f"{ds}-pixel_sd-seed{seed}"
                 tn = ctx.train(name, pix, sched, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=seed,
                                keep=seed == cfg["seeds"][0], **train_kw)
-                _curves(arrays, name, tn)
                 keep_u8 = cfg.get("fid_samples", 0) if seed == cfg["baseline_seeds"][0] else 0
                 ev = ctx.cached(name, lambda: evaluate_at(tn.model, pix, sched, None, scorer=scorer,
                                                           n_samples=cfg["n_samples"], seed=seed, keep_u8=keep_u8,
@@ -266,7 +261,6 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                     name = f"{ds}-a1_only-{p}-seed{seed}"
                     tn = ctx.train(name, s, sched, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=seed,
                                    keep=False, **train_kw)
-                    _curves(arrays, name, tn)
                     ev = ctx.cached(name, lambda: evaluate_at(tn.model, s, sched, [1.0], scorer=scorer,
                                                               n_samples=cfg["n_samples"], seed=seed, **eval_kw))
                     rows.append(_row(ds, "a1_only", p, main, 1.0, seed, ev, tn.converged()))
@@ -283,12 +277,6 @@ def _row(ds, model, prior, conv, a, seed, ev, converged=True) -> dict:
     return {"dataset": ds, "model": model, "prior": prior, "convention": conv, "a": float(a), "seed": seed,
             "converged": bool(converged), **{k: float(ev[k]) for k in keys if k in ev}}
 
-
-def _curves(arrays: dict, name: str, tn) -> None:
-    if tn.loss_history:
-        arrays[f"curves/{name}/train"] = np.asarray(tn.loss_history, dtype=np.float64)
-    if tn.eval_history:
-        arrays[f"curves/{name}/val"] = np.asarray(tn.eval_history, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- claims

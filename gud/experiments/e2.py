@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from scipy.stats import spearmanr
 
 from .. import baselines, stats
 from ..labels import family, mix_param_map, mixed_label_rows, variance_labels
-from ..pipeline import evaluate_at, prepare, sample_scorer
+from ..pipeline import eval_settings, evaluate_at, prepare, sample_scorer, train_settings
 
 __all__ = ["CONFIGS", "compute"]
 
@@ -137,10 +136,8 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
     metrics: dict[str, Any] = {"datasets": {}}
     arrays: dict[str, Any] = {}
     G = dict(gamma_denoise=cfg["gamma_denoise"], gamma_noise=cfg["gamma_noise"])
-    train_kw = dict(steps=cfg["max_steps"], eval_every=cfg["eval_every"], patience=cfg["patience"],
-                    batch_size=cfg["batch_size"], lr=cfg["lr"], **cfg["train_kwargs"])
-    eval_kw = dict(method=cfg["sampler"], steps=cfg["sampler_steps"], n_time_samples=cfg["n_time_samples"],
-                   n_samples=cfg["n_samples"], device=ctx.device)
+    train_kw = train_settings(cfg)
+    eval_kw = dict(eval_settings(cfg, ctx.device), n_samples=cfg["n_samples"])
     grid = [(a, r) for r in cfg["r_eval"] for a in cfg["a_eval"]]
     for ds in cfg["datasets"]:
         s = prepare(ds, "fourier", whitened=cfg["prior"] == "whitened", limit=cfg["limit"],
@@ -173,10 +170,6 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
             name = f"{ds}-family-seed{seed}"
             tn = ctx.train(name, s, sched, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=seed,
                            keep=seed == cfg["seeds"][0], **train_kw)
-            if tn.eval_history:
-                arrays[f"curves/{name}/val"] = np.asarray(tn.eval_history, dtype=np.float64)
-            if tn.loss_history:
-                arrays[f"curves/{name}/train"] = np.asarray(tn.loss_history, dtype=np.float64)
             first = seed == cfg["seeds"][0]
             for a, r in grid:
                 keep_u8 = cfg.get("fid_samples", 0) if first and [a, r] in cfg.get("fid_points", []) else 0

@@ -67,7 +67,7 @@ from ..extension import extension_scores, independent_tiles, slide_extend
 from ..fields import field_images, field_setup, grf_window_bpd, grf_window_covariance
 from ..labels import column_labels, family, log_a_params
 from ..oracle import GaussianOracle
-from ..pipeline import Setup, bin_width, evaluate_at, prepare
+from ..pipeline import Setup, bin_width, evaluate_at, prepare, train_settings
 
 __all__ = ["CONFIGS", "compute", "claims", "window_steps", "PAPER_BPD", "SAMPLER_NAMES"]
 
@@ -207,12 +207,6 @@ def _bpd_row(ds: str, model: str, b_col: float, ev: dict) -> dict:
             **{k: float(ev[k]) for k in keys if k in ev}}
 
 
-def _curves(arrays: dict, name: str, tn) -> None:
-    if tn.loss_history:
-        arrays[f"curves/{name}/train"] = np.asarray(tn.loss_history, dtype=np.float64)
-    if tn.eval_history:
-        arrays[f"curves/{name}/val"] = np.asarray(tn.eval_history, dtype=np.float64)
-
 
 def _timed(fn):
     def run():
@@ -232,8 +226,7 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
     metrics: dict[str, Any] = {"datasets": {}, "rows": [], "extension": []}
     arrays: dict[str, Any] = {}
     setups = {d["name"]: _setup(cfg, d, ctx.profile) for d in cfg["datasets"]}  # fail early on missing data
-    train_kw = dict(steps=cfg["max_steps"], eval_every=cfg["eval_every"], patience=cfg["patience"],
-                    batch_size=cfg["batch_size"], lr=cfg["lr"], **cfg["train_kwargs"])
+    train_kw = train_settings(cfg)
     for d in cfg["datasets"]:
         ds, setup = d["name"], setups[d["name"]]
         c, h, w = setup.shape
@@ -255,7 +248,6 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
         # the network: one over the family
         name = f"{ds}-columns-seed{cfg['seed']}"
         tn = ctx.train(name, setup, sched, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=cfg["seed"], **train_kw)
-        _curves(arrays, name, tn)
         net = tn.model
 
         # bits/dim and its terms at every column softness: network, Gaussian model, exact model

@@ -48,7 +48,7 @@ import torch
 
 from .. import baselines, stats
 from ..labels import family, variance_labels
-from ..pipeline import denoised_trajectory, evaluate_at, prepare, sample_scorer
+from ..pipeline import denoised_trajectory, eval_settings, evaluate_at, prepare, sample_scorer, train_settings
 
 __all__ = ["CONFIGS", "compute", "labels", "tag", "stat", "summary", "claims", "PAPER_BEST_BPD", "PAPER_STEPS"]
 
@@ -193,10 +193,8 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
     metrics: dict[str, Any] = {"datasets": {}}
     arrays: dict[str, Any] = {}
     G = dict(gamma_denoise=cfg["gamma_denoise"], gamma_noise=cfg["gamma_noise"])
-    train_kw = dict(steps=cfg["max_steps"], eval_every=cfg["eval_every"], patience=cfg["patience"],
-                    batch_size=cfg["batch_size"], lr=cfg["lr"], **cfg["train_kwargs"])
-    eval_kw = dict(method=cfg["sampler"], steps=cfg["sampler_steps"], n_time_samples=cfg["n_time_samples"],
-                   device=ctx.device)
+    train_kw = train_settings(cfg)
+    eval_kw = eval_settings(cfg, ctx.device)
     grid = [(float(a), float(b)) for a in cfg["a_eval"] for b in cfg["b_eval"]]
     scored = {(float(a), float(b)) for a, b in cfg["score_ab"]}
     missing = scored - set(grid)
@@ -245,7 +243,6 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
             name = f"{ds}-family-seed{seed}"
             tn = ctx.train(name, s, fam, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=seed, keep=first,
                            **train_kw)
-            _curves(arrays, name, tn)
             for a, b in grid:
                 sc = (a, b) in scored
                 keep = cfg["show_samples"] if (first and sc) else 0
@@ -262,7 +259,6 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
             name = f"{ds}-standard-seed{seed}"
             tn = ctx.train(name, s, std, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=seed, keep=first,
                            **train_kw)
-            _curves(arrays, name, tn)
             keep = cfg["show_samples"] if first else 0
             ev = ctx.cached(name, lambda: evaluate_at(tn.model, s, std, None, scorer=scorer,
                                                       n_samples=cfg["n_samples"], seed=seed, keep=keep, **eval_kw))
@@ -309,12 +305,6 @@ def _row(ds, model, a, b, seed, ev, converged=True) -> dict:
     return {"dataset": ds, "model": model, "a": float(a), "b": None if b is None else float(b), "seed": seed,
             "converged": bool(converged), **{k: float(ev[k]) for k in keys if k in ev}}
 
-
-def _curves(arrays: dict, name: str, tn) -> None:
-    if tn.loss_history:
-        arrays[f"curves/{name}/train"] = np.asarray(tn.loss_history, dtype=np.float64)
-    if tn.eval_history:
-        arrays[f"curves/{name}/val"] = np.asarray(tn.eval_history, dtype=np.float64)
 
 
 def stat(rows: list[dict], ds: str, model: str, a: float, b: float | None, m: str) -> tuple[float, float]:

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ..bases import make_basis, rank_labels
 from ..data import load_dataset
-from ..labels import CONVENTIONS, family, variance_labels
+from ..labels import family, variance_labels
 from ..pipeline import bin_width
 from ..prior import Prior
 from ..schedules import SequentialSchedule, SoftConditioningSchedule
