@@ -35,6 +35,7 @@ __all__ = [
     "save_weights",
     "Result",
     "ResultNotFoundError",
+    "atomic_write",
     "ResultsStore",
     "canonical_json",
     "config_hash",
@@ -81,6 +82,25 @@ def canonical_json(config: Mapping[str, Any]) -> str:
 def config_hash(config: Mapping[str, Any]) -> str:
     """Short (12 hex digits) sha256 of :func:`canonical_json`."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:HASH_LEN]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp",
+                 mode: int = 0o644) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place: a
+    failed or interrupted write never leaves a partial file at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
 
 
 def _dump(obj: Any, path: Path) -> None:
@@ -230,17 +250,7 @@ class ResultsStore:
         arrays), rewriting ``metrics.json`` atomically; arrays and weights stay as they are."""
         res = self.require(experiment, profile, config)
         metrics = {**res.metrics, **_plain(dict(extra))}
-        path = res.path / "metrics.json"
-        fd, tmp = tempfile.mkstemp(dir=res.path, prefix=".metrics-", suffix=".tmp")
-        os.close(fd)
-        try:
-            _dump(metrics, Path(tmp))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        path = atomic_write(res.path / "metrics.json", lambda tmp: _dump(metrics, tmp))
         res.metrics = json.loads(path.read_text())
         return res
 
@@ -313,16 +323,8 @@ def save_figure(fig: Any, name: str, directory: str | os.PathLike | None = None,
         (png, {"dpi": dpi, "metadata": {"Software": None}}),
         (pdf, {"metadata": {"CreationDate": None, "Creator": None, "Producer": None}}),
     ):
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}-", suffix=path.suffix)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, bbox_inches="tight", format=path.suffix[1:], **kwargs)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(path, lambda tmp: fig.savefig(tmp, bbox_inches="tight", format=path.suffix[1:], **kwargs),
+                     suffix=path.suffix)
     return png
 
 
@@ -371,19 +373,7 @@ def save_weights(path: str | os.PathLike, model: Any, prior: Any, spec: Mapping[
         tensors["basis.channel"] = basis.meta["channel"].long().contiguous()
     meta = {"spec": canonical_json({**dict(spec), "basis": _basis_spec(basis), "whitened": bool(prior.whitened),
                                     "image_input": model.image_shape is not None, "dtype": dtype})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_weights(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:

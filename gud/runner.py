@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 
 from .pipeline import Setup, TrainedNet, train_model
 from .profiles import EXPERIMENTS, current_profile, experiment_config
-from .results import REPO, Result, ResultsStore, config_hash
+from .results import REPO, Result, ResultsStore, atomic_write, config_hash
 
 __all__ = ["BudgetExhausted", "Context", "run", "pending", "status", "run_dir", "micro_config", "MICRO_ROOT"]
 
@@ -55,18 +54,6 @@ def run_dir(experiment: str, profile: str, config: Mapping[str, Any], root: Path
     the hash covers the configuration and :data:`RUNS_VERSION`)."""
     root = root or Path(os.environ.get("GUD_RUNS", REPO / "runs"))
     return root / experiment / profile / config_hash({"config": dict(config), "runs_version": RUNS_VERSION})
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 @dataclass
@@ -123,7 +110,7 @@ class Context:
                 summary = before
             else:
                 summary["train_s"] += before.get("train_s", 0.0) if tn.resumed_from > 0 else 0.0
-        _atomic_write(done, lambda p: p.write_text(json.dumps(summary)))
+        atomic_write(done, lambda p: p.write_text(json.dumps(summary)))
         self.trained[name] = summary
         for kind, hist in (("train", tn.loss_history), ("val", tn.eval_history)):
             if hist:
@@ -154,8 +141,8 @@ class Context:
             def write_npz(p: Path) -> None:
                 with open(p, "wb") as f:
                     np.savez(f, **arrays)
-            _atomic_write(npz, write_npz)
-        _atomic_write(js, lambda p: p.write_text(json.dumps(plain)))
+            atomic_write(npz, write_npz)
+        atomic_write(js, lambda p: p.write_text(json.dumps(plain)))
         return {**plain, **arrays}
 
 
