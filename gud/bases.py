@@ -23,7 +23,9 @@ Bases here
 """
 from __future__ import annotations
 
+import copy
 import math
+from contextlib import nullcontext
 from typing import Iterable
 
 import numpy as np
@@ -51,11 +53,33 @@ def _check_shape(shape: Iterable[int]) -> Shape:
     return shape  # type: ignore[return-value]
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _full_precision(device_type: str):
+    """Autocast off (if it is on for ``device_type``): the transforms run in the working dtype."""
+    try:
+        on = torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):  # a device type without autocast (e.g. meta)
+        on = False
+    return torch.autocast(device_type, enabled=False) if on else nullcontext()
+
+
 class Basis(nn.Module):
     """An orthogonal map on the last axis, with per-component metadata.
 
     Subclasses implement :meth:`_forward` and :meth:`_inverse` on ``[N, D]``
     tensors; this class handles shapes, dtype checks and metadata.
+
+    Precision: the transforms run in float32 or float64, never lower, and never under
+    autocast: a bf16 or fp16 input (e.g. a network's output under bf16 autocast) is cast
+    up to float32, transformed, and the result returned in the *input's* dtype, so that
+    a network held in bf16 outside autocast gets bf16 back.  float32 and float64 inputs
+    are transformed in their own dtype.
+
+    ``to`` returns a copy (like :meth:`gud.schedules.Schedule.to`): a basis shared by
+    an experiment never moves.  A parent module's ``.to`` (e.g. a network holding its
+    own copy of the basis) still moves the copy it holds.
     """
 
     name: str = "basis"
@@ -84,6 +108,10 @@ class Basis(nn.Module):
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
 
+    def to(self, *args, **kwargs) -> "Basis":
+        """A copy with its tensors moved/cast as ``nn.Module.to`` would; ``self`` is unchanged."""
+        return _moved_copy(self, *args, **kwargs)
+
     # --- helpers --------------------------------------------------------
     def _device(self) -> torch.device:
         for b in self.buffers():
@@ -99,8 +127,12 @@ class Basis(nn.Module):
                 f"D={self.dim}; got a tensor of shape {tuple(x.shape)} (flatten images to [..., D])"
             )
         lead = x.shape[:-1]
-        out = fn(x.reshape(-1, self.dim))
-        return out.reshape(*lead, self.dim)
+        dtype = x.dtype
+        if dtype in _LOW_PRECISION:  # FFTs (CUDA and CPU) take no bf16/fp16; work in float32
+            x = x.float()
+        with _full_precision(x.device.type):
+            out = fn(x.reshape(-1, self.dim))
+        return out.reshape(*lead, self.dim).to(dtype)
 
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -435,6 +467,13 @@ class WaveletBasis(Basis):
         meta = {k: v.repeat(c) for k, v in per.items()}
         meta["channel"] = torch.arange(c).repeat_interleave(h * w)
         return meta
+
+
+def _moved_copy(module: nn.Module, *args, **kwargs) -> nn.Module:
+    """A deep copy of ``module`` with ``nn.Module.to(*args, **kwargs)`` applied to the copy."""
+    out = copy.deepcopy(module)
+    nn.Module.to(out, *args, **kwargs)
+    return out
 
 
 BASES = ("pixel", "pca", "fourier", "wavelet")

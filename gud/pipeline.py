@@ -246,7 +246,7 @@ def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: 
     (prior KL at t = 1, diffusion, reconstruction at t = 0); see :func:`gud.likelihood.elbo`.
     """
     g = torch.Generator().manual_seed(seed)
-    prior = setup.prior.to(device)
+    prior = setup.prior.to(device)  # a copy on the device (Prior.to never moves setup.prior)
     if isinstance(model, torch.nn.Module):
         model.eval()
     reps, terms = [], []

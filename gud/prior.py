@@ -21,7 +21,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-from .bases import Basis
+from .bases import Basis, _moved_copy
 
 __all__ = ["Prior", "DEFAULT_VAR_FLOOR"]
 
@@ -35,7 +35,8 @@ DEFAULT_VAR_FLOOR = (2.0 / 255.0) ** 2 / 12.0
 class Prior(nn.Module):
     """Mean (pixel space) and per-component variance and scale in a basis.
 
-    Build with :meth:`fit`; save and load with ``state_dict`` like any module.
+    Build with :meth:`fit`; save and load with ``state_dict`` like any module; ``to``
+    returns a moved copy and leaves the prior (and its basis) where it is.
     ``mean [D]``, ``var [D]`` (floored data variance per component),
     ``scale [D]`` (:math:`s_i`) and ``log_var [D]`` (:math:`\\log \\Sigma_i/s_i^2`).
     """
@@ -121,6 +122,12 @@ class Prior(nn.Module):
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density of ``x [..., D]`` under the prior Gaussian ``N(mean, U^T S^2 U)``."""
         return self.log_prob_y(self.encode(x)) - self.log_det.to(x.dtype)
+
+    def to(self, *args, **kwargs) -> "Prior":
+        """A copy (basis included) with its tensors moved/cast as ``nn.Module.to`` would;
+        ``self`` is unchanged, so that a prior shared by an experiment's evaluations never
+        moves (``prior_on_device = setup.prior.to(device)``)."""
+        return _moved_copy(self, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"basis={self.basis.name}, D={self.dim}, whitened={self.whitened}"
