@@ -7,20 +7,31 @@ needed to rebuild them (:func:`load_model`; safetensors cannot run code). ``<has
 canonical JSON of the configuration (sorted keys, no spaces). Writes go to a temporary
 folder that is renamed into place, so a failed save leaves nothing behind.
 
-Results of the ``ci`` profile are recomputed by CI (ignored by git); ``gpu`` and ``paper``
-results are committed, and a book built with ``GUD_PROFILE=gpu`` reads them with
+Integrity and freshness: every file of a result is listed with its sha256 and size in the
+folder's ``manifest.json`` (relative paths, sorted keys: deterministic and portable, no mtimes),
+checked on every load; a damaged or unreadable file raises :class:`CorruptResultError` naming
+the file and the command that recomputes it. ``info.json`` records ``code_hash``
+(:func:`code_hash`, the sha256 of the package source), so that ``python -m gud status --check``
+tells a result computed by other code ("code drift") from one of another configuration
+("stale"); the code is not part of the folder's key. Loose files of a run (checkpoints,
+memoised steps) carry a sidecar ``<file>.sha256`` (:func:`write_checked`,
+:func:`verify_checked`). Results stored before manifests existed load unverified.
+
+Results of every profile may be committed; a book built with ``GUD_PROFILE=gpu`` reads them with
 :meth:`ResultsStore.require` or :meth:`ResultsStore.cached`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import functools
 import json
 import os
 import platform
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +40,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "CorruptFileError",
+    "CorruptResultError",
     "LoadedModel",
+    "code_hash",
+    "file_sha256",
+    "verify_checked",
+    "write_checked",
     "load_model",
     "load_weights",
     "save_weights",
@@ -48,6 +65,162 @@ HASH_LEN = 12
 
 class ResultNotFoundError(FileNotFoundError):
     """No stored result matches the experiment, profile and configuration."""
+
+
+class CorruptFileError(ValueError):
+    """A stored file is damaged: its checksum does not match, or it cannot be read.
+
+    ``path`` is the file, ``repair`` the command (or action) that recomputes it."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, repair: str | None = None):
+        self.path, self.reason, self.repair = Path(path), reason, repair
+        msg = f"{path} is corrupt ({reason})"
+        super().__init__(msg + (f"; recompute it with `{repair}`" if repair else ""))
+
+
+class CorruptResultError(CorruptFileError):
+    """A file of a stored result is damaged (``python -m gud run <exp> --profile <p> --recompute``)."""
+
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+SIDECAR = ".sha256"
+
+#: Modules that compute no stored number (presentation, command line, throughput probe): edits to
+#: them are not code drift.
+CODE_EXCLUDE = ("__main__.py", "bench.py", "book.py", "plotting.py")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _code_hash(package: str) -> str:
+    root = Path(package)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py"), key=lambda q: q.relative_to(root).as_posix()):
+        rel = f.relative_to(root).as_posix()
+        if "__pycache__" in rel or rel in CODE_EXCLUDE:
+            continue
+        h.update(rel.encode() + b"\0" + f.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def code_hash() -> str:
+    """The code a result is computed with: the first 16 hex digits of the sha256 over the package's
+    ``gud/**/*.py`` (sorted relative paths and contents, line endings normalised; the modules of
+    :data:`CODE_EXCLUDE` left out). Computed once per process (~1 ms): the code that runs."""
+    return _code_hash(str(Path(__file__).resolve().parent))
+
+
+def _read_sidecar(path: Path) -> list[str]:
+    side = path.with_name(path.name + SIDECAR)
+    try:
+        digests = json.loads(side.read_text())["sha256"]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [d for d in digests if isinstance(d, str)] if isinstance(digests, list) else []
+
+
+def write_checked(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = ".tmp") -> Path:
+    """:func:`atomic_write` with a sidecar ``<path>.sha256`` holding the file's sha256.
+
+    The sidecar first lists the new and the current digest, then (after the rename) the new one
+    only: a crash at any point leaves a file that :func:`verify_checked` accepts (the old or the
+    new content), while damage to the file's bytes is always detected."""
+    path = Path(path)
+    side = path.with_name(path.name + SIDECAR)
+    digest: list[str] = []
+
+    def write_and_hash(tmp: Path) -> None:
+        write(tmp)
+        digest.append(file_sha256(tmp))
+        old = [d for d in _read_sidecar(path) if path.exists()][:1]
+        atomic_write(side, lambda t: t.write_text(json.dumps({"sha256": digest + old}) + "\n"))
+
+    atomic_write(path, write_and_hash, suffix=suffix)
+    atomic_write(side, lambda t: t.write_text(json.dumps({"sha256": digest}) + "\n"))
+    return path
+
+
+def verify_checked(path: str | os.PathLike, repair: str | None = None) -> None:
+    """Raise :class:`CorruptFileError` unless ``path`` matches its sidecar ``<path>.sha256``."""
+    path = Path(path)
+    accepted = _read_sidecar(path)
+    if not accepted:
+        raise CorruptFileError(path, f"its checksum file {path.name}{SIDECAR} is missing or unreadable", repair)
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise CorruptFileError(path, f"unreadable: {exc.strerror or exc}", repair) from exc
+    if digest not in accepted:
+        raise CorruptFileError(path, "sha256 does not match the one recorded when it was written", repair)
+
+
+def remove_checked(path: str | os.PathLike) -> None:
+    """Delete ``path`` and its sidecar (missing ones are fine)."""
+    path = Path(path)
+    for p in (path, path.with_name(path.name + SIDECAR)):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    files = {}
+    for f in sorted(folder.rglob("*"), key=lambda q: q.relative_to(folder).as_posix()):
+        rel = f.relative_to(folder).as_posix()
+        if not f.is_file() or rel == MANIFEST or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        files[rel] = {"sha256": file_sha256(f), "size": f.stat().st_size}
+    return {"format": MANIFEST_FORMAT, "files": files}
+
+
+def write_manifest(folder: str | os.PathLike) -> Path:
+    """Write ``manifest.json`` (sha256 and size of every file of a result folder) atomically."""
+    folder = Path(folder)
+    text = json.dumps(_manifest(folder), indent=1, sort_keys=True) + "\n"
+    return atomic_write(folder / MANIFEST, lambda tmp: tmp.write_text(text))
+
+
+def repair_command(experiment: str, profile: str) -> str:
+    return f"python -m gud run {experiment} --profile {profile} --recompute"
+
+
+def verify_result(folder: str | os.PathLike, repair: str | None = None) -> bool:
+    """Check every file of a result folder against its ``manifest.json``: raise
+    :class:`CorruptResultError` (naming the file) on a mismatch or a missing file.
+    Returns False for a result stored before manifests existed (nothing to check), else True."""
+    folder = Path(folder)
+    man = folder / MANIFEST
+    if not man.exists():
+        return False
+    try:
+        files = json.loads(man.read_text())["files"]
+        if not isinstance(files, dict):
+            raise TypeError("'files' is not a mapping")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptResultError(man, f"unreadable manifest: {exc}", repair) from exc
+    for rel, want in sorted(files.items()):
+        f = folder / rel
+        if not f.is_file():
+            raise CorruptResultError(f, "listed in manifest.json but missing", repair)
+        try:
+            size, digest = f.stat().st_size, file_sha256(f)
+        except OSError as exc:
+            raise CorruptResultError(f, f"unreadable: {exc.strerror or exc}", repair) from exc
+        if size != want.get("size") or digest != want.get("sha256"):
+            raise CorruptResultError(f, "sha256 does not match manifest.json", repair)
+    return True
 
 
 def _plain(obj: Any) -> Any:
@@ -189,6 +362,7 @@ class ResultsStore:
             "hash": final.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "git_commit": _git_commit(),
+            "code_hash": code_hash(),
             "python": platform.python_version(),
             "numpy": np.__version__,
             "platform": platform.platform(),
@@ -211,6 +385,7 @@ class ResultsStore:
                 fig.savefig(tmp / f"{name}.png", dpi=120, bbox_inches="tight")
             for name, (model, prior, spec) in (weights or {}).items():
                 save_weights(tmp / "weights" / f"{name}.safetensors", model, prior, spec, dtype=weights_dtype)
+            write_manifest(tmp)
             os.chmod(tmp, 0o755)
             old = None
             if final.exists():
@@ -228,20 +403,37 @@ class ResultsStore:
         )  # fmt: skip
 
     def load(self, experiment: str, profile: str, config: Mapping[str, Any]) -> Result | None:
-        """The stored result for this configuration, or None. Never unpickles."""
+        """The stored result for this configuration, or None. Never unpickles.
+
+        Every file is checked against the folder's ``manifest.json`` first; a damaged or
+        unreadable one raises :class:`CorruptResultError` naming it and the command that
+        recomputes it."""
         path = self.path(experiment, profile, config)
         if not (path / "config.json").exists():
             return None
-        stored = json.loads((path / "config.json").read_text())
+        repair = repair_command(experiment, profile)
+        verified = verify_result(path, repair)
+
+        def read(name: str, parse: Callable[[Path], Any]) -> Any:
+            try:
+                return parse(path / name)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                raise CorruptResultError(path / name, f"unreadable: {type(exc).__name__}: {exc}", repair) from exc
+
+        def npz(f: Path) -> dict[str, np.ndarray]:
+            with np.load(f, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+
+        stored = read("config.json", lambda f: json.loads(f.read_text()))
         if canonical_json(stored) != canonical_json(config):  # hash collision or hand-edited
             return None
-        metrics = json.loads((path / "metrics.json").read_text())
-        info_file = path / "info.json"
-        info = json.loads(info_file.read_text()) if info_file.exists() else {}
-        arrays = {}
-        if (path / "arrays.npz").exists():
-            with np.load(path / "arrays.npz", allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
+        metrics = read("metrics.json", lambda f: json.loads(f.read_text()))
+        info = read("info.json", lambda f: json.loads(f.read_text())) if (path / "info.json").exists() else {}
+        arrays = read("arrays.npz", npz) if (path / "arrays.npz").exists() else {}
+        if not isinstance(metrics, dict) or not isinstance(info, dict):
+            raise CorruptResultError(path / "metrics.json", "not a JSON object", repair)
+        if not verified:
+            info = {**info, "unverified": "stored before checksums were recorded (no manifest.json)"}
         return Result(experiment, profile, stored, metrics, arrays, info, path)
 
     def update_metrics(self, experiment: str, profile: str, config: Mapping[str, Any],
@@ -251,6 +443,8 @@ class ResultsStore:
         res = self.require(experiment, profile, config)
         metrics = {**res.metrics, **_plain(dict(extra))}
         path = atomic_write(res.path / "metrics.json", lambda tmp: _dump(metrics, tmp))
+        if (res.path / MANIFEST).exists():
+            write_manifest(res.path)
         res.metrics = json.loads(path.read_text())
         return res
 
@@ -376,9 +570,28 @@ def save_weights(path: str | os.PathLike, model: Any, prior: Any, spec: Mapping[
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
-def load_weights(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """Rebuild the network and prior written by :func:`save_weights` (float32, eval mode)."""
-    from safetensors import safe_open
+def _weights_check(path: Path, repair: str | None) -> None:
+    """Check a weights file against the ``manifest.json`` of the result folder it lies in (if any)."""
+    folder = path.parent.parent if path.parent.name == "weights" else path.parent
+    man = folder / MANIFEST
+    if not man.exists():
+        return
+    try:
+        want = json.loads(man.read_text())["files"].get(path.relative_to(folder).as_posix())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptResultError(man, f"unreadable manifest: {exc}", repair) from exc
+    if want is None:
+        raise CorruptResultError(path, "not listed in the result's manifest.json", repair)
+    if path.stat().st_size != want.get("size") or file_sha256(path) != want.get("sha256"):
+        raise CorruptResultError(path, "sha256 does not match manifest.json", repair)
+
+
+def load_weights(path: str | os.PathLike, device: str = "cpu", repair: str | None = None) -> LoadedModel:
+    """Rebuild the network and prior written by :func:`save_weights` (float32, eval mode).
+
+    A file inside a result folder is first checked against its ``manifest.json``; a damaged file
+    raises :class:`CorruptResultError` (``repair``: the command that recomputes it)."""
+    from safetensors import SafetensorError, safe_open
 
     from .bases import PCABasis, make_basis
     from .nets import EpsNet, build_net
@@ -387,9 +600,16 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no weights file {path}")
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        spec = json.loads(f.metadata()["spec"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    _weights_check(path, repair)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            spec = json.loads(f.metadata()["spec"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptResultError(path, f"unreadable safetensors file: {type(exc).__name__}: {exc}", repair) from exc
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CorruptResultError(path, f"non-finite values in {', '.join(sorted(bad)[:3])}", repair)
     b = spec["basis"]
     if b["name"] == "pca":
         basis = PCABasis(b["shape"], tensors["basis.components"].double(), tensors["basis.variance"],
@@ -414,9 +634,15 @@ def load_model(experiment: str, name: str, profile: str | None = None, config: M
     profile = current_profile() if profile is None else profile
     config = experiment_config(experiment, profile) if config is None else config
     store = store or ResultsStore()
-    path = store.path(experiment, profile, config) / "weights" / f"{name}.safetensors"
+    folder = store.path(experiment, profile, config)
+    path = folder / "weights" / f"{name}.safetensors"
+    if not (folder / "config.json").exists():
+        raise ResultNotFoundError(
+            f"no stored result of experiment {experiment!r}, profile {profile!r}, configuration hash "
+            f"{folder.name} (looked in {store._show(folder)}): compute it with "
+            f"`python -m gud run {experiment} --profile {profile}`")
     if not path.exists():
         have = sorted(p.stem for p in path.parent.glob("*.safetensors")) if path.parent.exists() else []
-        raise FileNotFoundError(f"no trained network {name!r} stored for {experiment}/{profile} "
-                                f"({path}); stored: {have or 'none'}")
-    return load_weights(path, device)
+        raise FileNotFoundError(f"the stored result of {experiment}/{profile} ({store._show(folder)}) has no "
+                                f"trained network {name!r}; stored networks: {', '.join(have) or 'none'}")
+    return load_weights(path, device, repair=repair_command(experiment, profile))

@@ -14,6 +14,14 @@ held-out evaluations and the best EMA state are checkpointed, so an interrupted
 run (by an error, a kill, or `deadline`) resumed from its checkpoint is
 bit-exact on the CPU.
 
+Checkpoints are written atomically with a sidecar `<path>.sha256`
+(`gud.results.write_checked`) and checked before they are loaded: a damaged
+checkpoint is discarded with a warning and training starts afresh. SIGINT
+(Ctrl-C) and SIGTERM during training write a checkpoint after the current step
+and raise `TrainingInterrupted` (a `KeyboardInterrupt`) saying where; a second
+signal stops at once. The checkpoint also keeps the training time of all calls
+so far (`TrainResult.total_time`).
+
 Device fast path (CUDA only; every switch is off, or has no effect, on the CPU):
 bf16 autocast of the loss (`amp_bf16`), `channels_last` weights for networks with
 4-D convolutions (`channels_last`), `torch.compile` of the model handed to
@@ -33,8 +41,10 @@ import dataclasses
 import math
 import numbers
 import os
-import tempfile
+import signal
+import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +54,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainConfig", "TrainResult", "TrainStep", "train", "load_checkpoint"]
+__all__ = ["TrainConfig", "TrainResult", "TrainStep", "TrainingInterrupted", "train", "load_checkpoint"]
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
 EvalFn = Callable[[nn.Module], float]
@@ -96,6 +106,7 @@ class TrainResult:
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     step: int = 0
     wall_time: float = 0.0  # seconds spent in this call
+    total_time: float = 0.0  # seconds spent training in all calls up to this one's end (resumes added up)
     throughput: float = 0.0  # examples / s in this call
     resumed_from: int = 0  # step loaded from the checkpoint (0 for a fresh run)
     finished: bool = True
@@ -103,6 +114,15 @@ class TrainResult:
     eval_history: list[tuple[int, float]] = field(default_factory=list)
     best_step: int | None = None  # step of the best evaluation (None without eval_fn)
     best_value: float | None = None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped `train`; the state up to `step` is in the checkpoint `path`."""
+
+    def __init__(self, signum: int, step: int, steps: int, path: Path | None):
+        self.signum, self.step, self.steps, self.path = signum, step, steps, path
+        where = f"checkpoint saved to {path}" if path is not None else "no checkpoint path: nothing saved"
+        super().__init__(f"training interrupted by {signal.Signals(signum).name} at step {step} of {steps}; {where}")
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -200,16 +220,26 @@ def _state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """`torch.save` atomically, with the sidecar checksum `<path>.sha256`."""
+    from .results import write_checked
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    write_checked(path, write)
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by `train`, after checking it against its sidecar checksum; a damaged or
+    unreadable one raises `gud.results.CorruptFileError` naming it."""
+    from .results import CorruptFileError, verify_checked
+
+    verify_checked(path, repair=f"delete {path} (and {path.name}.sha256) to train afresh")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read it is damage
+        raise CorruptFileError(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
 
 
 def load_checkpoint(
@@ -222,7 +252,7 @@ def load_checkpoint(
     The dict also holds `step`, `loss_history`, `eval_history`, `best_step` and
     `config` (a plain dict).
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = _read_checkpoint(Path(path))
     model.load_state_dict(ckpt["model"])
     if ema_model is not None:
         best_ema = ckpt.get("best_ema")
@@ -322,8 +352,13 @@ def train(
 
     Checkpoints: every `checkpoint_every` steps, every `checkpoint_every_s`
     seconds, at the end, and at a deadline stop, the full state is written
-    atomically to `checkpoint_path`; if that file exists, training resumes from
-    it (a finished run returns at once).
+    atomically to `checkpoint_path` (with its sha256 in `<checkpoint_path>.sha256`);
+    if that file exists, training resumes from it (a finished run returns at
+    once); a damaged one is discarded with a warning.
+
+    Signals: in the main thread, SIGINT and SIGTERM are caught while training; the
+    state after the current step is checkpointed and `TrainingInterrupted` (a
+    `KeyboardInterrupt`) is raised. A second signal raises `KeyboardInterrupt` at once.
 
     `deadline`: an absolute `time.monotonic()` value. Before each step, if the
     mean step time measured in this call (plus the last checkpoint's write
@@ -359,8 +394,18 @@ def train(
     bad_evals = 0  # evaluations since the last improvement
     stopped = False  # ended by the patience rule
     path = Path(checkpoint_path) if checkpoint_path is not None else None
+    ckpt = None
     if path is not None and path.exists():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        from .results import CorruptFileError, remove_checked
+
+        try:
+            ckpt = _read_checkpoint(path)
+        except CorruptFileError as exc:
+            warnings.warn(f"discarding a damaged checkpoint: {exc}; training starts afresh", stacklevel=2)
+            remove_checked(path)
+    train_seconds_before = 0.0  # training time of earlier calls, up to the checkpoint
+    if ckpt is not None:
+        train_seconds_before = float(ckpt.get("train_seconds", 0.0))
         model.load_state_dict(ckpt["model"])
         ema_model.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -408,6 +453,7 @@ def train(
                 "bad_evals": bad_evals,
                 "stopped_early": stopped,
                 "config": dataclasses.asdict(config),
+                "train_seconds": train_seconds_before + time.perf_counter() - t0,
             },
             path,
         )
@@ -465,6 +511,21 @@ def train(
             return first_step_end - loop_start
         return (time.monotonic() - first_step_end) / (done - 1)
 
+    stop_signal: list[int] = []  # signals received while training
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop_signal:  # the second one: stop at once
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: stopped without a checkpoint")
+        stop_signal.append(signum)
+
+    handlers: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[sig] = signal.signal(sig, on_signal)
+            except (ValueError, OSError):  # pragma: no cover - embedded interpreters
+                pass
+
     t0 = time.perf_counter()
     loop_start = first_step_end = time.monotonic()
     last_save = loop_start
@@ -472,6 +533,10 @@ def train(
     bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
     try:
         while step < config.steps and not stopped:
+            if stop_signal:
+                save()
+                finished = False
+                break
             if deadline is not None and not next_step_fits():
                 save()
                 finished = False
@@ -495,6 +560,12 @@ def train(
                 last_save = time.monotonic()
     finally:
         bar.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if stop_signal and not finished:
+        raise TrainingInterrupted(stop_signal[0], step, config.steps, path)
+    if stop_signal:  # arrived during the last step: training is done and saved; pass the signal on
+        signal.raise_signal(stop_signal[0])
     if on_cuda:
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - t0
@@ -507,6 +578,7 @@ def train(
         loss_history=history,
         step=step,
         wall_time=wall,
+        total_time=train_seconds_before + wall,
         throughput=done * config.batch_size / wall if wall > 0 else 0.0,
         resumed_from=resumed_from,
         finished=finished,

@@ -27,7 +27,7 @@ def test_round_trip(store):
         np.testing.assert_array_equal(loaded.arrays[k], v)
         assert loaded.arrays[k].dtype == v.dtype
     assert loaded.info["profile"] == "ci" and loaded.info["hash"] == saved.path.name
-    assert {p.name for p in saved.path.iterdir()} == {"config.json", "metrics.json", "info.json", "arrays.npz"}
+    assert {p.name for p in saved.path.iterdir()} == {"config.json", "metrics.json", "info.json", "arrays.npz", "manifest.json"}
     assert saved.path.relative_to(store.root).parts == ("e1", "ci", config_hash(CONFIG))
 
 
