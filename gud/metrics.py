@@ -5,8 +5,8 @@ of pixels that both lie inside the image are used, so they apply to extended ima
 
 The Fréchet classifier distance (FCD) is the FID formula applied to the penultimate
 features of a small CNN (``FeatureClassifier``) trained here on the data set itself.
-**It is not FID**: FID uses Inception-v3 features, whose weights cannot be downloaded in
-this environment, so FCD values are not comparable with published FID numbers. They are
+**It is not FID**: FID (:mod:`gud.fid`, the ``fid`` extra) uses Inception-v3 features, so
+FCD values are not comparable with published FID numbers. They are
 comparable with each other for one classifier (same data, seed and training steps).
 FCD mis-ranks on 8x8 digits: a classifier trained on clean digits only barely responds to
 noise, so over-dispersed clamped noise scores better than Gaussian blobs.
@@ -30,19 +30,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import linalg, stats
+from scipy import stats
 from torch import Tensor, nn
+
+from .frechet import frechet_distance, gaussian_frechet_distance  # public here too (FID's formula)
 
 __all__ = [
     "FeatureClassifier",
     "SampleScore",
+    "SampleChecks",
     "SampleScorer",
     "classifier_frechet_distance",
     "column_profile",
-    "fid",
     "frechet_distance",
     "gaussian_frechet_distance",
-    "inception_fid",
     "local_two_point_by_column",
     "one_point_histogram_distance",
     "train_feature_classifier",
@@ -124,51 +125,6 @@ def one_point_histogram_distance(a: Tensor, b: Tensor, column_blocks: int = 1) -
     blocks = torch.tensor_split(fa, column_blocks, dim=-1)
     return torch.tensor(
         [stats.wasserstein_distance(blk.flatten().numpy(), ref) for blk in blocks], dtype=torch.float64
-    )
-
-
-# --------------------------------------------------------------------------- Fréchet
-
-
-def gaussian_frechet_distance(
-    mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray, eps: float = 1e-6
-) -> float:
-    """``||mu_a - mu_b||^2 + tr(cov_a + cov_b - 2 (cov_a cov_b)^(1/2))`` (Fréchet / W2^2).
-
-    ``scipy.linalg.sqrtm`` of the product; if it is singular or not finite, ``eps I`` is added to both
-    covariances; imaginary parts from round-off are dropped (an error if they are large).
-    """
-    mu_a, mu_b = np.atleast_1d(mu_a).astype(np.float64), np.atleast_1d(mu_b).astype(np.float64)
-    cov_a, cov_b = np.atleast_2d(cov_a).astype(np.float64), np.atleast_2d(cov_b).astype(np.float64)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(cov_a @ cov_b)
-    if caught or not np.isfinite(covmean).all():  # singular product: regularise
-        offset = eps * np.eye(cov_a.shape[0])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", linalg.LinAlgWarning)
-            covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    if np.iscomplexobj(covmean):
-        scale = max(np.abs(covmean).max(), 1.0)
-        if np.abs(covmean.imag).max() > 1e-3 * scale:
-            raise ValueError(f"sqrtm has a large imaginary part {np.abs(covmean.imag).max():.3g}")
-        covmean = covmean.real
-    diff = mu_a - mu_b
-    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean)
-    return float(max(value, 0.0))
-
-
-def frechet_distance(feats_a: Tensor | np.ndarray, feats_b: Tensor | np.ndarray, eps: float = 1e-6) -> float:
-    """Fréchet distance between Gaussians fitted to ``feats_a [n, k]`` and ``feats_b [m, k]``.
-
-    The FID formula (Heusel et al. 2017) with sample means and unbiased covariances.
-    """
-    a = np.asarray(torch.as_tensor(feats_a).double().cpu())
-    b = np.asarray(torch.as_tensor(feats_b).double().cpu())
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"expected [n, k] and [m, k] features, got {a.shape} and {b.shape}")
-    return gaussian_frechet_distance(
-        a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False), eps=eps
     )
 
 
@@ -536,42 +492,76 @@ class SampleScorer:
         return SampleScore(float(kcd), stderr, n)
 
 
-def fid(real, x_gen, shape, **kwargs) -> float:
-    """FID with the standard Inception-v3 FID network, offline: :func:`gud.fid.fid` (the ``fid``
-    extra; reference statistics cached per data set by :func:`gud.fid.reference_stats`)."""
-    from .fid import fid as _fid
+# --------------------------------------------------------------------------- copies and collapse
 
-    return _fid(real, x_gen, shape, **kwargs)
+#: Share of held-out images that lie closer to the training set than the memorisation threshold.
+MEMORISATION_QUANTILE = 0.05
+#: A set of samples is flagged as memorised when its rate exceeds this (twice the held-out rate)
+#: by more than two binomial standard errors.
+MEMORISATION_FLAG = 2 * MEMORISATION_QUANTILE
+#: A set of samples is flagged as collapsed when its class coverage stays below this by more than
+#: two standard errors: at least a fifth of the class mass is misplaced.
+COVERAGE_FLAG = 0.8
 
 
-def inception_fid(x_real: Tensor, x_gen: Tensor, shape: tuple[int, int, int]) -> float:
-    """True FID (Inception-v3 pool3 features) via ``torchmetrics``, if it and its weights exist.
+def _nearest_sq_distance(x: Tensor, ref: Tensor, batch: int = 512) -> Tensor:
+    """Squared Euclidean distance of every row of ``x [n, D]`` to its nearest row of ``ref [m, D]`` (float64)."""
+    x, ref = x.double(), ref.double()
+    r2 = (ref ** 2).sum(1)
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch]
+        d = (xb ** 2).sum(1, keepdim=True) - 2 * xb @ ref.T + r2
+        out.append(d.min(1).values.clamp_min(0))
+    return torch.cat(out)
 
-    ``x_real [N, D]``, ``x_gen [M, D]`` in [-1, 1]; grayscale is repeated to 3 channels.
-    Raises ``RuntimeError`` naming what is missing (the package, or the Inception weights,
-    which torchmetrics downloads on first use and which this environment cannot fetch).
-    Use ``classifier_frechet_distance`` (FCD, not comparable with FID) otherwise.
+
+class SampleChecks:
+    """Two failures a kernel distance to held-out data cannot see.
+
+    * **memorisation rate**: the share of samples closer (Euclidean, pixel space) to some training
+      image than all but :data:`MEMORISATION_QUANTILE` of ``x_heldout`` are; about that share
+      for fresh samples of the data distribution, 1 for copies of training images.  Flagged when
+      it exceeds :data:`MEMORISATION_FLAG` by more than two binomial standard errors;
+    * **class coverage**: ``1 - TV(p, q)`` between the classes the score's classifier assigns to
+      the samples (``p``, the noise class of a noise-aware classifier included) and to the
+      reference images (``q``); 1 for a faithful class mix, about ``q_k`` for samples of one
+      class k.  Flagged when it stays below :data:`COVERAGE_FLAG` by more than two standard errors.
+
+    ``checks(x) -> {"memorised", "memorised_se", "coverage", "coverage_se", "flags"}``.
     """
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-    except ImportError as exc:
-        raise RuntimeError(
-            "inception_fid needs `torchmetrics[image]` (with torch-fidelity) and the Inception-v3 "
-            "FID weights (pt_inception-2015-12-05); neither is available here. "
-            "Use classifier_frechet_distance (FCD) instead."
-        ) from exc
-    try:
-        metric = FrechetInceptionDistance(feature=2048, normalize=True)
-    except Exception as exc:  # weights missing / download blocked
-        raise RuntimeError(
-            "torchmetrics is installed but the Inception-v3 FID weights could not be loaded "
-            f"({type(exc).__name__}: {exc}). Use classifier_frechet_distance (FCD) instead."
-        ) from exc
 
-    def images(x: Tensor) -> Tensor:
-        img = (x.reshape(-1, *shape).float().clamp(-1, 1) + 1) / 2  # [n, C, H, W] in [0, 1]
-        return img.expand(-1, 3, -1, -1) if img.shape[1] == 1 else img
+    def __init__(self, classifier: nn.Module, shape, x_train: Tensor, x_heldout: Tensor, x_reference: Tensor,
+                 *, batch: int = 1024) -> None:
+        self.classifier = classifier.eval()
+        self.shape = tuple(int(s) for s in shape)
+        self.batch = batch
+        self.x_train = _check_samples(x_train, "x_train", math.prod(self.shape), min_n=2)
+        held = _check_samples(x_heldout, "x_heldout", math.prod(self.shape), min_n=20)
+        self.threshold = float(torch.quantile(_nearest_sq_distance(held, self.x_train), MEMORISATION_QUANTILE))
+        self.q = self._classes(_check_samples(x_reference, "x_reference", math.prod(self.shape), min_n=2))
 
-    metric.update(images(x_real), real=True)
-    metric.update(images(x_gen), real=False)
-    return float(metric.compute())
+    @torch.no_grad()
+    def _classes(self, x: Tensor) -> Tensor:
+        device = next(self.classifier.parameters()).device
+        img = x.reshape(-1, *self.shape)
+        pred = torch.cat([self.classifier(img[i:i + self.batch].to(device)).argmax(1).cpu()
+                          for i in range(0, len(img), self.batch)])
+        n_classes = int(getattr(self.classifier, "n_classes", int(pred.max()) + 1))
+        return torch.bincount(pred, minlength=n_classes).double() / len(pred)
+
+    def __call__(self, x: Tensor) -> dict:
+        x = _check_samples(x, "x", math.prod(self.shape), min_n=2)
+        n = len(x)
+        rate = float((_nearest_sq_distance(x, self.x_train) < self.threshold).double().mean())
+        rate_se = math.sqrt(max(rate * (1 - rate), MEMORISATION_QUANTILE * (1 - MEMORISATION_QUANTILE)) / n)
+        p = self._classes(x)
+        coverage = float(torch.minimum(p, self.q).sum())
+        coverage_se = 0.5 * float(torch.sqrt((p * (1 - p)).sum() / n))
+        flags = []
+        if rate - 2 * rate_se > MEMORISATION_FLAG:
+            flags.append("memorised")
+        if coverage + 2 * max(coverage_se, 0.5 / math.sqrt(n)) < COVERAGE_FLAG:
+            flags.append("collapsed")
+        return {"memorised": rate, "memorised_se": rate_se, "coverage": coverage, "coverage_se": coverage_se,
+                "flags": ",".join(flags)}

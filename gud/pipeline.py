@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -176,18 +176,13 @@ class TrainedNet:
     resumed_from: int = 0  # step loaded from the checkpoint (0: trained from scratch in this call)
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     eval_history: list[tuple[int, float]] = field(default_factory=list)
+    max_steps: int | None = None  # the step cap
 
-    def converged(self, window: int = 3, tol: float = 0.01) -> bool:
-        """Did the validation loss flatten?  Early stopping ended the run, or the best value of its
-        last ``window`` evaluations improved on the best before them by less than ``tol``
-        (relative): a network that stopped at the step limit while still improving has not."""
-        if self.stopped_early:
-            return True
-        h = [v for _, v in self.eval_history]
-        if len(h) <= window:
-            return False
-        before, last = min(h[:-window]), min(h[-window:])
-        return (before - last) / abs(before) < tol
+    def converged(self) -> bool:
+        """The book's one convergence rule: the validation loss flattened before the step cap, i.e.
+        early stopping ended the run (``patience`` evaluations without improvement).  A network
+        that reached the step cap has not converged, however slowly it was still improving."""
+        return bool(self.stopped_early) and self.steps < self.max_steps if self.max_steps else bool(self.stopped_early)
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "best_step": self.best_step, "train_s": self.wall_time,
@@ -218,7 +213,8 @@ def train_model(setup: Setup, schedule: Schedule, *, net: str = "mlp", net_kwarg
               device=device, checkpoint=checkpoint, progress=progress, **kw)
     final = res.loss_history[-1][1] if res.loss_history else float("nan")
     return TrainedNet(res.ema_model.eval(), res.step, res.best_step, res.wall_time, res.throughput, final,
-                      res.finished, res.stopped_early, res.resumed_from, res.loss_history, res.eval_history)
+                      res.finished, res.stopped_early, res.resumed_from, res.loss_history, res.eval_history,
+                      steps)
 
 
 def train_settings(cfg: dict) -> dict[str, Any]:
@@ -237,31 +233,41 @@ def eval_settings(cfg: dict, device: str) -> dict[str, Any]:
 
 
 def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: int = 0,
-                 n_time_samples: int = 4, batch: int = 512, device: str = "cpu") -> dict[str, Any]:
+                 n_time_samples: int = 4, batch: int = 512, device: str = "cpu",
+                 split: str = "test") -> dict[str, Any]:
     """Held-out bits/dim (discretised decoder at the data's bin width) and its three terms.
 
     ``bpd_stderr`` is the Monte-Carlo error from ``n_time_samples`` independent replicates
     (what changes with ``seed``), ``bpd_stderr_data`` the standard error over test examples;
     ``prior_bpd``, ``diffusion_bpd`` and ``reconstruction_bpd`` are the terms of the bound
     (prior KL at t = 1, diffusion, reconstruction at t = 0); see :func:`gud.likelihood.elbo`.
+    ``per_image [4, N]`` (float32): per-image bits/dim of the total bound and of the three terms
+    (:data:`gud.stats.TERMS`), the input of every error bar and paired comparison.
+    ``split``: "test" (reported numbers) or "val" (the validation split, for choosing settings).
     """
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    data, y_all = (setup.test, setup.y_test) if split == "test" else (setup.val, setup.y_val)
+    if data is None or y_all is None or len(data) < 2:
+        raise ValueError(f"the {split} split needs at least two images")
     g = torch.Generator().manual_seed(seed)
     prior = setup.prior.to(device)  # a copy on the device (Prior.to never moves setup.prior)
     if isinstance(model, torch.nn.Module):
         model.eval()
     reps, terms = [], []
-    for i in range(0, len(setup.test), batch):
-        e = elbo(model, setup.y_test[i:i + batch].to(device), schedule, params=params, generator=g,
+    for i in range(0, len(data), batch):
+        e = elbo(model, y_all[i:i + batch].to(device), schedule, params=params, generator=g,
                  n_time_samples=n_time_samples, decoder="discretized", prior=prior,
-                 bin_width=bin_width(setup.test), x=setup.test.x[i:i + batch].to(device))
+                 bin_width=bin_width(data), x=data.x[i:i + batch].to(device))
         reps.append(e.replicates.double().cpu())
         terms.append(torch.stack([e.prior, e.diffusion, e.reconstruction]).double().cpu())
-    d = setup.test.dim
+    d = data.dim
     bits = torch.cat(reps) / (d * math.log(2))  # [N, K]
     t = torch.cat(terms, 1) / (d * math.log(2))  # [3, N]
     out = summarize_bits(bits)
     out.update(prior_bpd=float(t[0].mean()), diffusion_bpd=float(t[1].mean()),
-               reconstruction_bpd=float(t[2].mean()))
+               reconstruction_bpd=float(t[2].mean()),
+               per_image=torch.cat([bits.mean(1, keepdim=True).T, t]).float().numpy())
     return out
 
 
@@ -279,17 +285,27 @@ def generate(model, setup: Setup, schedule: Schedule, n: int, *, params=None, st
 
 def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=None, n_samples: int = 0,
                 method: str = "em", steps: int = 100, seed: int = 0, n_time_samples: int = 4, keep: int = 0,
-                keep_u8: int = 0, device: str = "cpu") -> dict[str, Any]:
-    """Held-out bits/dim with its terms (:func:`evaluate_bpd`) at schedule parameters ``params``,
+                keep_u8: int = 0, device: str = "cpu", val_scorer=None, validation: bool = True,
+                checks=None) -> dict[str, Any]:
+    """Held-out bits/dim with its terms (:func:`evaluate_bpd`) at schedule parameters ``params``
+    on the test split, and with ``validation`` on the validation split too (``bpd_val``,
+    ``per_image_val``: for choosing settings, never reported),
     and, with a ``scorer`` (:class:`gud.metrics.SampleScorer`) and ``n_samples``, the sample score
     of that many samples (sampler ``method`` with ``steps`` steps, seed ``seed``); the first
     ``keep`` samples are returned as ``samples [keep, D]``, the first ``keep_u8`` quantised to
-    8 bits as ``samples_u8 [keep_u8, D]`` (uint8, for a FID computed later, :mod:`gud.fid`)."""
+    8 bits as ``samples_u8 [keep_u8, D]`` (uint8, for a FID computed later, :mod:`gud.fid`).
+    ``val_scorer`` scores the same samples against the validation split (``score_val``, for
+    choosing settings); ``checks`` (:class:`gud.metrics.SampleChecks`) adds the memorisation
+    rate and the class coverage of the samples."""
     pp = None if params is None else torch.as_tensor(params, dtype=torch.float64).reshape(-1)
     t0 = time.perf_counter()
     with torch.no_grad():
         out: dict[str, Any] = evaluate_bpd(model, setup, schedule, params=pp, seed=seed,
                                            n_time_samples=n_time_samples, device=device)
+        if validation and setup.val is not None and len(setup.val) >= 2:
+            val = evaluate_bpd(model, setup, schedule, params=pp, seed=seed, n_time_samples=n_time_samples,
+                               device=device, split="val")
+            out["bpd_val"], out["per_image_val"] = val["bpd"], val["per_image"]
     out["bpd_s"] = time.perf_counter() - t0
     if n_samples:
         t0 = time.perf_counter()
@@ -299,6 +315,11 @@ def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=
         if scorer is not None:
             sc = scorer.score(x)
             out["score"], out["score_se"] = sc.kcd, sc.stderr
+        if val_scorer is not None:
+            sc = val_scorer.score(x)
+            out["score_val"], out["score_val_se"] = sc.kcd, sc.stderr
+        if checks is not None:
+            out.update(checks(x))
         if keep:
             out["samples"] = x[:keep].numpy()
         if keep_u8:
@@ -363,3 +384,43 @@ class Timer:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
+
+
+def validation_scorer(scorer, setup: Setup):
+    """The sample score with the validation split as reference (same classifier): for choosing
+    settings, so that the reported score (test reference) is not the one that chose them."""
+    from .metrics import SampleScorer
+
+    return SampleScorer(scorer.classifier, setup.val.x, setup.shape, accuracy=scorer.accuracy)
+
+
+def sample_checks(scorer, setup: Setup):
+    """Memorisation rate and class coverage of samples (:class:`gud.metrics.SampleChecks`):
+    threshold from the validation split, classes of the test split."""
+    from .metrics import SampleChecks
+
+    return SampleChecks(scorer.classifier, setup.shape, setup.train.x, setup.val.x, setup.test.x)
+
+
+#: Scalars of an evaluation kept in a result's rows (per-image arrays go to ``per_image/<id>``).
+ROW_KEYS = ("bpd", "bpd_val", "prior_bpd", "diffusion_bpd", "reconstruction_bpd", "score", "score_se",
+            "score_val", "score_val_se", "memorised", "memorised_se", "coverage", "coverage_se", "flags")
+
+
+def record(rows: list, arrays: dict, row: dict, ev: Mapping[str, Any] | None = None) -> dict:
+    """Append ``row`` (identity fields) with the scalars of evaluation ``ev`` to ``rows`` and its
+    per-image bits/dim to ``arrays["per_image/<id>"]`` (and ``per_image_val/<id>``); the id is
+    built from the row's identity fields."""
+    rid = "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in row.values() if v is not None)
+    if any(r["id"] == rid for r in rows):
+        raise ValueError(f"duplicate evaluation id {rid!r}")
+    out = {"id": rid, **row}
+    if ev is not None:
+        for k in ROW_KEYS:
+            if k in ev:
+                out[k] = ev[k] if k == "flags" else float(ev[k])
+        for key in ("per_image", "per_image_val"):
+            if key in ev:
+                arrays[f"{key}/{rid}"] = np.asarray(ev[key], dtype=np.float32)
+    rows.append(out)
+    return out
