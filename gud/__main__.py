@@ -128,10 +128,10 @@ def _run(args) -> int:
 
     signal.signal(signal.SIGTERM, _on_sigterm)
 
-    if sum(bool(x) for x in (args.experiments, args.pending, args.all)) != 1:
-        print("name experiments, or give --pending or --all (exactly one of them)", file=sys.stderr)
+    if args.all + args.pending + (bool(args.experiments) and not args.pending) != 1:
+        print("name experiments, or give --pending (optionally with names: their order) or --all", file=sys.stderr)
         return 2
-    exps = list(EXPERIMENTS) if args.all else pending(args.profile) if args.pending else args.experiments
+    exps = list(EXPERIMENTS) if args.all else _pending_in_order(args) if args.pending else args.experiments
     unknown = [e for e in exps if e not in EXPERIMENTS]
     if unknown:
         print(f"unknown experiments {unknown}; known: {', '.join(EXPERIMENTS)}", file=sys.stderr)
@@ -170,6 +170,17 @@ def _run(args) -> int:
         return EXIT_SKIPPED
     print(f"done: {', '.join(exps)} ({time.monotonic() - start:.0f} s)")
     return 0
+
+
+def _pending_in_order(args) -> list[str]:
+    """``--pending``: the missing results in the book's order; ``--pending e4 e2``: those of the named
+    ones still missing, in the named order (each once)."""
+    from .runner import pending
+
+    todo = pending(args.profile)
+    if not args.experiments:
+        return todo
+    return [e for e in dict.fromkeys(args.experiments) if e in todo or e not in EXPERIMENTS]
 
 
 def _parallel(exps: list[str], args) -> int:
@@ -243,7 +254,8 @@ def _fid(args) -> int:
 def _bench(args) -> int:
     from .bench import main as bench_main
 
-    return bench_main(quick=args.quick, profile=args.profile, seconds=args.seconds, device=args.device)
+    return bench_main(quick=args.quick, profile=args.profile, seconds=args.seconds, device=args.device,
+                      json_path=args.json, peer=not args.no_peer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                               "written, resumable)")
     p.add_argument("experiments", nargs="*", help=f"any of {', '.join(EXPERIMENTS)}")
     p.add_argument("--profile", default=default_profile, type=_profile, help=f"one of {', '.join(PROFILES)}")
-    p.add_argument("--pending", action="store_true", help="every experiment whose result is missing")
+    p.add_argument("--pending", action="store_true",
+                   help="every experiment whose result is missing; with names, those of them, in that order")
     p.add_argument("--all", action="store_true", help="every experiment (stored ones are skipped)")
     p.add_argument("--budget-s", type=_budget, default=None,
                    help="stop cleanly (exit 3, resumable) before this many seconds after the process started; "
@@ -289,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--profile", default="gpu", type=_profile, help=f"one of {', '.join(PROFILES)}")
     p.add_argument("--device", default=None)
+    p.add_argument("--json", default=None, help="also write every measurement to this JSON file")
+    p.add_argument("--no-peer", action="store_true", help="skip the comparison with denoising-diffusion-pytorch")
     p.set_defaults(func=_bench)
 
     args = parser.parse_args(argv)

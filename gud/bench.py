@@ -22,8 +22,12 @@ networks of a run profile's experiments.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import importlib.util
 import math
+import sys
 import time
+import types
 from typing import Any, Callable, Sequence
 
 import torch
@@ -37,7 +41,7 @@ from .schedules import Schedule, SoftConditioningSchedule
 from .train import TrainConfig, TrainStep
 
 __all__ = ["probe", "timed_loop", "count_params", "componentwise_schedule", "build_entry_model",
-           "profile_entries", "main"]
+           "profile_entries", "main", "compare_peer", "peer_rows", "import_peer", "forward_gflop", "PEER_SIZES"]
 
 WARMUP_CALLS = 2
 MIN_CALLS = 3
@@ -284,31 +288,243 @@ def profile_entries(profile: str) -> list[dict[str, Any]]:
 
 
 def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None,
-         device: str | None = None, threads: int | None = None) -> int:
-    """``python -m gud bench``: probe the networks of ``profile`` (``quick``: 60 s in all,
-    else 30 s per network, unless ``seconds`` is given). On the CPU torch runs ``threads``
-    intra-op threads (default: env ``GUD_THREADS``, else 1: on a shared machine more threads
-    spin-wait and slow small networks down many times). Returns the exit status."""
+         device: str | None = None, threads: int | None = None, json_path: str | None = None,
+         peer: bool = True) -> int:
+    """``python -m gud bench``: probe the networks of ``profile`` in fp32 and (on CUDA) bf16
+    (``quick``: 30 s in all, else 30 s per network and precision, unless ``seconds`` is given),
+    then ours beside the peer at equal parameters (:func:`compare_peer`; quick: the size of the
+    gpu profile's U-Net; else also the MNIST and DDPM-CIFAR sizes; the small size on the CPU),
+    and the ELBO throughput. With ``json_path`` everything is also written there as JSON.
+    On the CPU torch runs ``threads`` intra-op threads (default: env ``GUD_THREADS``, else 1:
+    on a shared machine more threads spin-wait and slow small networks down many times).
+    Returns the exit status."""
     import os
 
     entries = profile_entries(profile)
-    if not entries:
-        print(f"profile {profile!r} trains no networks: nothing to probe")
-        return 0
     if seconds is None:
-        seconds = 60.0 if quick else 30.0 * len(entries)
+        seconds = 30.0 if quick else 30.0 * max(1, len(entries))
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     previous = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(int(threads or os.environ.get("GUD_THREADS") or 1))
+    out: dict[str, Any] = {"machine": machine(dev), "profile": profile, "quick": bool(quick)}
+    precisions = ["fp32", "bf16"] if dev.type == "cuda" else ["fp32"]
     try:
-        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-        print(f"gud bench: profile {profile}, {len(entries)} networks, {seconds:.0f} s measured, {dev} ({name})")
-        probe(entries, seconds=seconds, device=dev)
-        elbo_probe(entries[-1], device=dev, seconds=min(15.0, seconds / 4))
+        print(f"gud bench: profile {profile}, {len(entries)} networks, {seconds:.0f} s measured, {dev} "
+              f"({out['machine']['device_name']})")
+        rows = []
+        for prec in precisions if entries else []:
+            print(f"ours, {prec}:")
+            for r in probe(entries, seconds=seconds / len(precisions), device=dev, amp_bf16=prec == "bf16"):
+                rows.append({**r, "precision": prec})
+        out["probe"] = rows
+        out["faster"] = _faster(rows)
+        for name, prec in out["faster"].items():
+            print(f"  faster for {name}: {prec}")
+        if peer:
+            sizes = ["small"] if dev.type == "cpu" else (["gpu"] if quick else ["mnist", "cifar", "gpu"])
+            out["peer"] = peer_rows(sizes, dev, seconds=1.0 if dev.type == "cpu" else (4.0 if quick else 10.0))
+        if entries:
+            out["elbo"] = elbo_probe(entries[-1], device=dev, seconds=min(15.0, seconds / 4))
     finally:
         torch.set_num_threads(previous)
+    if json_path:
+        import json
+
+        from .results import atomic_write
+
+        text = json.dumps(out, indent=1, default=str) + "\n"
+        atomic_write(json_path, lambda p: p.write_text(text))
+        print(f"wrote {json_path}")
     return 0
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """Where a benchmark ran: device, its name, torch version, threads, date."""
+    import platform
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return {"device": str(device), "device_name": name, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _faster(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Per network, the precision with the higher training throughput."""
+    best: dict[str, tuple[float, str]] = {}
+    for r in rows:
+        if r["name"] not in best or r["train_img_s"] > best[r["name"]][0]:
+            best[r["name"]] = (r["train_img_s"], r["precision"])
+    return {k: v[1] for k, v in best.items()}
+
+
+# --------------------------------------------------------------------------- the peer
+
+PEER = "denoising-diffusion-pytorch"
+PEER_INSTALL = (f"install the `bench` extra: `pip install -e .[bench]` (where PyPI's torchvision would replace "
+                f"the installed torch: `pip install --no-deps {PEER}==2.3.4 && pip install einops ema-pytorch`)")
+
+#: size -> (shape, batch, our UNet kwargs, the peer's Unet kwargs), parameters equal within 5 %
+PEER_SIZES = {
+    "mnist": ((1, 28, 28), 256,
+              {"base_channels": 40, "channel_mults": (1, 2, 2), "num_res_blocks": 2},
+              {"dim": 32, "dim_mults": (1, 2, 4)}),
+    "cifar": ((3, 32, 32), 128,
+              {"base_channels": 128, "channel_mults": (1, 2, 2, 2), "num_res_blocks": 2,
+               "attention_resolutions": (16,)},
+              {"dim": 64, "dim_mults": (1, 2, 4, 8)}),
+    "gpu": ((3, 32, 32), 128,  # the U-Net of the gpu profile (4.89M) and the peer at 4.80M
+            {"base_channels": 64, "channel_mults": (1, 2, 2), "num_res_blocks": 1},
+            {"dim": 44, "dim_mults": (1, 2, 4)}),
+    "small": ((1, 16, 16), 16,
+              {"base_channels": 8, "channel_mults": (1, 2), "num_res_blocks": 1},
+              {"dim": 12, "dim_mults": (1, 2)}),
+}
+PARAM_TOLERANCE = 0.05
+
+
+class _TorchvisionStub(types.ModuleType):
+    """Stands in for torchvision while denoising_diffusion_pytorch is imported; unusable."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise ImportError(f"torchvision is not available here (benchmark stub); {self.__name__}.{name} cannot be used")
+
+
+def import_peer() -> tuple[type, type, bool]:
+    """``(Unet, GaussianDiffusion, stub_used)`` from denoising_diffusion_pytorch.
+
+    The package imports torchvision (and accelerate) at module level for its Dataset and
+    Trainer, which are not used here; where torchvision cannot be imported a stub stands in
+    for it during that import only (any use raises ImportError); where accelerate is missing
+    the peer's modules are loaded without its package ``__init__`` (only ``Unet`` and
+    ``GaussianDiffusion`` are needed)."""
+    if importlib.util.find_spec("denoising_diffusion_pytorch") is None:
+        raise ImportError(f"the peer package {PEER} is not installed: {PEER_INSTALL}")
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # not installed, or built for another torch (fails while loading its operators)
+        pass
+    else:
+        from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+        return Unet, GaussianDiffusion, False
+    saved = {k: m for k, m in sys.modules.items() if k == "torchvision" or k.startswith("torchvision.")}
+    for k in saved:
+        del sys.modules[k]
+    stub = _TorchvisionStub("torchvision")
+    stub.transforms = _TorchvisionStub("torchvision.transforms")
+    stub.utils = _TorchvisionStub("torchvision.utils")
+    stubs = {"torchvision": stub, "torchvision.transforms": stub.transforms, "torchvision.utils": stub.utils}
+    sys.modules.update(stubs)
+    try:
+        from denoising_diffusion_pytorch import GaussianDiffusion, Unet
+    finally:
+        for k in stubs:
+            sys.modules.pop(k, None)
+        sys.modules.update(saved)
+    return Unet, GaussianDiffusion, True
+
+
+def _peer_loss(diffusion, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The peer's standard training loss per example, ``[B]`` (its GaussianDiffusion.forward)."""
+    c = diffusion.channels
+    h, w = diffusion.image_size
+    return diffusion(batch.view(-1, c, h, w), loss_reduction="none")
+
+
+@torch.no_grad()
+def forward_gflop(model: nn.Module, *inputs: torch.Tensor) -> float:
+    """GFLOP of one forward pass per image (matmuls, convolutions, attention; torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return counter.get_total_flops() / 1e9 / inputs[0].shape[0]
+
+
+def compare_peer(size: str, precision: str, device: str | torch.device, seconds: float, *,
+                 basis: str = "fourier", compile: bool = False, peer_classes: tuple[type, type] | None = None,
+                 channels_last: bool = True) -> dict[str, Any]:
+    """Training images/s of ours and of the peer at one size of :data:`PEER_SIZES` and one
+    precision ("fp32" or "bf16"), in the same process on the same device.
+
+    Ours runs the real training path of :func:`gud.train.train` on that device: one
+    :class:`gud.train.TrainStep` (AdamW, clipping, EMA; on CUDA fused AdamW, channels_last,
+    bf16 autocast if asked), :class:`gud.diffusion.EpsLoss` with the schedule moved to the
+    device once and its times, parameters and noise drawn by a generator on the device (no
+    host synchronisation per step), data resident on the device.  The peer (its ``Unet`` and
+    ``GaussianDiffusion`` loss: 1000 steps, sigmoid schedule, v-prediction) goes through the
+    same ``TrainStep``; it draws from torch's global RNG, forked and seeded with 0 here."""
+    device = torch.device(device)
+    shape, batch, ours_kwargs, peer_kwargs = PEER_SIZES[size]
+    d = math.prod(shape)
+    cfg = TrainConfig(steps=1, batch_size=batch, lr=1e-4, warmup=0, device=str(device),
+                      amp_bf16=precision == "bf16", compile=compile, channels_last=channels_last,
+                      loss_generator_device=str(device))
+    n_batches = 2
+    g = torch.Generator().manual_seed(0)
+    ours = build_entry_model({"kind": "unet", "shape": shape, "basis": basis, "net_kwargs": ours_kwargs})
+    ours_gflop = forward_gflop(ours, torch.zeros(1, d), torch.zeros(1, d))
+    ours_step = TrainStep(ours, EpsLoss(componentwise_schedule(d).to(device)), cfg)
+    y = torch.randn(n_batches * batch, d, generator=g).to(device)  # whitened components
+    loss_gen = torch.Generator(cfg.loss_generator_device).manual_seed(1)
+    n_ours, s_ours = timed_loop(lambda i: ours_step.step(y[(i % n_batches) * batch:][:batch], loss_gen, i),
+                                seconds, device)
+    row: dict[str, Any] = {"size": size, "precision": precision, "shape": shape, "batch": batch,
+                           "ours_params": count_params(ours), "ours_img_s": n_ours * batch / s_ours,
+                           "ours_gflop": ours_gflop, "fast_path": ours_step.describe()}
+    del ours_step, ours, y
+    unet_cls, diffusion_cls = peer_classes or import_peer()[:2]
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):
+        torch.manual_seed(0)
+        peer_unet = unet_cls(channels=shape[0], **peer_kwargs)
+        peer_gflop = forward_gflop(peer_unet, torch.zeros(1, *shape), torch.zeros(1))
+        peer = diffusion_cls(peer_unet, image_size=shape[1:])
+        peer_step = TrainStep(peer, _peer_loss, cfg)
+        x = torch.rand(n_batches * batch, d, generator=g).to(device)  # images in [0, 1], the peer's input range
+        n_peer, s_peer = timed_loop(lambda i: peer_step.step(x[(i % n_batches) * batch:][:batch], loss_gen, i),
+                                    seconds, device)
+    row.update(peer_params=count_params(peer_unet), peer_img_s=n_peer * batch / s_peer, peer_gflop=peer_gflop)
+    row["ratio"] = row["ours_img_s"] / row["peer_img_s"]
+    mismatch = abs(row["ours_params"] / row["peer_params"] - 1)
+    if mismatch > PARAM_TOLERANCE:
+        raise RuntimeError(f"{size}: parameter counts differ by {mismatch:.1%} "
+                           f"({row['ours_params']:,} vs {row['peer_params']:,})")
+    del peer_step, peer, peer_unet, x
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def peer_rows(sizes: Sequence[str], device: torch.device, seconds: float, *, basis: str = "fourier",
+              compile: bool = False, verbose: bool = True) -> dict[str, Any]:
+    """:func:`compare_peer` for every size and precision (fp32, and bf16 on CUDA); ``ratio_vs_best``
+    is ours (faster precision) over the peer's faster precision.  A missing peer is reported, not raised."""
+    try:
+        unet_cls, diffusion_cls, stubbed = import_peer()
+    except ImportError as exc:
+        print(f"peer: not available ({exc})")
+        return {"error": str(exc), "rows": []}
+    precisions = ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]
+    rows = []
+    for size in sizes:
+        for prec in precisions:
+            r = compare_peer(size, prec, device, seconds, basis=basis, compile=compile,
+                             peer_classes=(unet_cls, diffusion_cls))
+            rows.append(r)
+            if verbose:
+                print(f"  peer {size} {prec}: ours {r['ours_img_s']:.1f} img/s ({r['ours_params']:,}), "
+                      f"peer {r['peer_img_s']:.1f} img/s ({r['peer_params']:,}), ratio {r['ratio']:.2f}", flush=True)
+    best = {}
+    for size in sizes:
+        rs = [r for r in rows if r["size"] == size]
+        best[size] = max(r["ours_img_s"] for r in rs) / max(r["peer_img_s"] for r in rs)
+        if verbose:
+            print(f"  {size}: ours (faster precision) / peer (faster precision) = {best[size]:.2f}")
+    return {"package": f"{PEER} {importlib.metadata.version(PEER)}", "torchvision_stub": stubbed,
+            "basis": basis, "rows": rows, "ratio_vs_best": best}
 
 
 @torch.no_grad()
