@@ -17,7 +17,7 @@ without half-pixel centres: output pixel j samples input position ``j * in / out
 edge pixels repeated), then scaled to ``(v - 128) / 128``, i.e. [-1, 1). The
 TorchScript file contains the network only, so all of this is done here.
 
-The distance is :func:`gud.metrics.gaussian_frechet_distance`. When there are fewer
+The distance is :func:`gud.frechet.gaussian_frechet_distance`. When there are fewer
 images than feature dimensions, both Gaussians are first projected onto the span of
 the centred features and the mean difference: the Fréchet distance is invariant under
 that projection (every covariance lives in it), so the value is exact and the 2048-d
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .data import data_root
-from .metrics import frechet_distance, gaussian_frechet_distance
+from .frechet import frechet_distance, gaussian_frechet_distance
 
 __all__ = [
     "FIDUnavailableError",
@@ -271,7 +271,7 @@ def frechet_from_features(real: Tensor | np.ndarray | Stats, gen: Tensor | np.nd
     ``(mu, sigma)``) and of the features ``gen [m, k]``.
 
     Exact; computed in the span of the centred features and the mean difference when that
-    is smaller than ``k`` (module docstring), by :func:`gud.metrics.gaussian_frechet_distance`.
+    is smaller than ``k`` (module docstring), by :func:`gud.frechet.gaussian_frechet_distance`.
     """
     fb = np.asarray(torch.as_tensor(gen).double().cpu())
     mu_b, cov_b = _stats(fb)
