@@ -1,0 +1,167 @@
+"""The GPU slice (.ci/gpu-slice) and its packer (.ci/gpu_pack.py), in copies without .git.
+
+* The packer selects what the slice wrote by a stamp file (no git), packs whole result folders,
+  results before weights, and never exceeds the return limits (files, part size, total); what it
+  packs unpacks to the same bytes.
+* The slice's stages run in order (smoke -> probe -> experiments -> pack), each command in its own
+  guard: a failure (smoke or real run) is reported with its traceback in failures.txt and the
+  other experiments still run, each at most once per stage, in the order given.  The stages'
+  commands are stood in for by a fake interpreter (seconds); the real commands at micro size are
+  rehearsed by hand (CONTRIBUTING.md, "A GPU slice, from zero to committed").
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / ".ci"))
+import gpu_pack  # noqa: E402
+
+
+def _result(root: Path, exp: str, h: str, sizes: dict[str, int], seed: int = 0) -> Path:
+    folder = root / "results" / exp / "gpu" / h
+    rng = __import__("random").Random(seed)
+    for rel, n in sizes.items():
+        p = folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rng.randbytes(n))
+    return folder
+
+
+def test_pack_selects_by_stamp_and_respects_limits(tmp_path):
+    root, out = tmp_path / "repo", tmp_path / "out"
+    old = _result(root, "e3", "old", {"metrics.json": 100, "arrays.npz": 1000})
+    past = time.time() - 100
+    for p in old.rglob("*"):
+        os.utime(p, (past, past))
+    stamp = tmp_path / "stamp"
+    stamp.touch()
+    os.utime(stamp, (past + 50, past + 50))
+    assert not (root / ".git").exists()
+    _result(root, "e2", "h2", {"metrics.json": 200, "arrays.npz": 30_000, "weights/net.safetensors": 50_000}, 1)
+    _result(root, "e1", "h1", {"metrics.json": 200, "arrays.npz": 40_000, "weights/a.safetensors": 90_000,
+                               "weights/b.safetensors": 90_000, ".tmp-x/junk": 10}, 2)
+    out.mkdir()
+    (out / "log.txt").write_text("x" * 1000)
+    state = gpu_pack.pack(root, stamp, out, ["e2", "e1"], max_files=6, part_bytes=30_000, max_bytes=200_000,
+                          log=lambda s: None)
+    files = sorted(p.name for p in out.iterdir())
+    sizes = [p.stat().st_size for p in out.iterdir()]
+    assert len(files) <= 6 and max(sizes) <= 30_000 and sum(sizes) <= 200_000
+    assert any(f.startswith("results.tgz.") for f in files)  # the results came back first, whole
+    assert "weights-e2.tgz.0" in files and not any(f.startswith("weights-e1") for f in files)
+    assert any("weights-e1" in s for s in state["left_out"])
+    # unpack into a fresh tree: the new results, byte for byte, without the old one or temp files
+    fresh = tmp_path / "fresh"
+    gpu_pack.unpack(out, fresh, log=lambda s: None)
+    got = sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file())
+    assert got == ["results/e1/gpu/h1/arrays.npz", "results/e1/gpu/h1/metrics.json",
+                   "results/e2/gpu/h2/arrays.npz", "results/e2/gpu/h2/metrics.json",
+                   "results/e2/gpu/h2/weights/net.safetensors"]
+    for rel in got:
+        assert (fresh / rel).read_bytes() == (root / rel).read_bytes()
+
+
+def test_pack_falls_back_to_one_archive_per_experiment(tmp_path):
+    root, out = tmp_path / "repo", tmp_path / "out"
+    stamp = tmp_path / "stamp"
+    stamp.touch()
+    os.utime(stamp, (time.time() - 10, time.time() - 10))
+    _result(root, "e4", "h4", {"arrays.npz": 30_000}, 3)
+    _result(root, "e5", "h5", {"arrays.npz": 30_000}, 4)
+    state = gpu_pack.pack(root, stamp, out, ["e4", "e5"], max_files=8, part_bytes=100_000, max_bytes=45_000,
+                          log=lambda s: None)
+    assert [s.split(" ")[0] for s in state["written"]] == ["results-e4.tgz"]
+    assert state["bytes"] <= 45_000
+
+
+def test_unpack_refuses_members_outside_results(tmp_path):
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("gud/evil.py")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    d = tmp_path / "back"
+    d.mkdir()
+    (d / "results.tgz.0").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="only files under results/"):
+        gpu_pack.unpack(d, tmp_path / "repo", log=lambda s: None)
+
+
+FAKE = r"""#!/usr/bin/env bash
+# stands in for python: records each gud command, fails where asked, writes a result otherwise
+echo "$*" >> "$CALLS"
+if [ "$1" = "-m" ] && [ "$2" = "gud" ] && [ "$3" = "run" ]; then
+  exp="$4"; micro=0; case " $* " in *" --micro "*) micro=1;; esac
+  stage=real; [ $micro = 1 ] && [ "${GUD_MICRO_ROOT:-}" != "$PWD/runs/slice-rehearsal" ] && stage=smoke
+  if [ "$stage:$exp" = "smoke:${FAIL_SMOKE:-}" ] || [ "$stage:$exp" = "real:${FAIL_REAL:-}" ]; then
+    echo "Traceback (most recent call last):" >&2; echo "RuntimeError: $exp broke in the $stage stage" >&2; exit 1
+  fi
+  root="$PWD"; [ $micro = 1 ] && root="$GUD_MICRO_ROOT"
+  mkdir -p "$root/results/$exp/gpu/h$exp/weights"
+  echo '{"ok": 1}' > "$root/results/$exp/gpu/h$exp/metrics.json"
+  head -c 2000 /dev/urandom > "$root/results/$exp/gpu/h$exp/weights/net.safetensors"
+  exit 0
+fi
+if [ "$1" = "-m" ] && [ "$2" = "gud" ] && [ "$3" = "bench" ]; then
+  while [ $# -gt 0 ]; do [ "$1" = "--json" ] && echo '{"probe": []}' > "$2"; shift; done; exit 0
+fi
+if [ "$1" = "-m" ] && [ "$2" = "gud" ]; then exit 0; fi   # status
+exec "$REAL_PY" "$@"
+"""
+
+
+def _copy_without_git(dst: Path) -> Path:
+    """The tracked tree (and the slice scripts) in ``dst``, without .git."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for rel in files.decode().split("\0"):
+        if rel and (REPO / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    for rel in (".ci/gpu-slice", ".ci/gpu_pack.py"):
+        shutil.copy2(REPO / rel, dst / rel)
+    assert not (dst / ".git").exists()
+    return dst
+
+
+@pytest.mark.parametrize("micro", [False, True])
+def test_slice_stages_isolate_failures_without_git(tmp_path, micro):
+    repo = _copy_without_git(tmp_path / "repo")
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE)
+    fake.chmod(0o755)
+    out, calls = tmp_path / "out", tmp_path / "calls.txt"
+    env = dict(os.environ, PYTHON=str(fake), REAL_PY=sys.executable, CALLS=str(calls), OUT=str(out),
+               FAIL_SMOKE="e4", FAIL_REAL="e2", GUD_DATA=str(tmp_path / "data"), SMOKE_S="60")
+    env.pop("GUD_GPU_SLICE_MICRO", None)
+    if micro:
+        env["GUD_GPU_SLICE_MICRO"] = "1"
+    r = subprocess.run(["bash", ".ci/gpu-slice", "200", "e2", "e4", "e5", "e1"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    runs = [c.split()[3] for c in calls.read_text().splitlines() if c.startswith("-m gud run")]
+    # smoke: each once, in order; e4 fails there and is never run for real
+    assert runs[:4] == ["e2", "e4", "e5", "e1"]
+    assert runs[4:] == ["e2", "e5", "e1"]  # real runs of those that passed, each once
+    assert "smoke e4: FAIL" in log and "e2: FAILED" in log and "e5: done" in log and "e1: done" in log
+    fails = (out / "failures.txt").read_text()
+    assert "RuntimeError: e4 broke in the smoke stage" in fails and "RuntimeError: e2 broke in the real stage" in fails
+    assert log.index("smoke e1") < log.index("probe: done") < log.index("e2: start") < log.index("pack:")
+    assert json.loads((out / "bench.json").read_text()) == {"probe": []}
+    back = tmp_path / "back"
+    subprocess.run([sys.executable, str(repo / ".ci" / "gpu_pack.py"), "--unpack", str(out), "--root", str(back)],
+                   check=True, capture_output=True)
+    got = sorted(p.relative_to(back).as_posix() for p in back.rglob("*") if p.is_file())
+    assert got == [f"results/{e}/gpu/h{e}/{f}" for e in ("e1", "e5") for f in ("metrics.json", "weights/net.safetensors")]
+    names = [p.name for p in out.iterdir()]
+    assert len(names) <= 8 and all(p.stat().st_size <= 15_000_000 for p in out.iterdir())
