@@ -367,13 +367,24 @@ class WaveletBasis(Basis):
         if not wav.orthogonal:
             raise ValueError(f"wavelet {wavelet!r} is not orthogonal; the basis must be orthonormal")
         c, h, w = self.shape
+        if levels is not None and (isinstance(levels, bool) or int(levels) != levels or levels < 1):
+            raise ValueError(f"levels must be an integer >= 1 (or None: as many as H and W allow), got {levels!r}")
+        if h % 2 or w % 2:
+            raise ValueError(
+                f"a wavelet basis needs even H and W (at least one level halves both); got shape "
+                f"{(c, h, w)}: use even sizes (e.g. 8x8, 28x28, 32x32), or another basis (pixel, pca, fourier)"
+            )
         if levels is None:
             levels = 0
             while h % (2 ** (levels + 1)) == 0 and w % (2 ** (levels + 1)) == 0:
                 levels += 1
-        if levels < 1 or h % (2 ** levels) or w % (2 ** levels):
+        if h % (2 ** levels) or w % (2 ** levels):
+            most = 0
+            while h % (2 ** (most + 1)) == 0 and w % (2 ** (most + 1)) == 0:
+                most += 1
             raise ValueError(
-                f"{levels} wavelet levels need H and W divisible by 2**levels; got H={h}, W={w}"
+                f"{levels} wavelet levels need H and W divisible by 2**{levels} = {2 ** levels}; got H={h}, W={w}, "
+                f"which allow at most {most} level{'s' if most > 1 else ''}"
             )
         self.wavelet, self.levels = wavelet, int(levels)
         # analysis: lo[k] = sum_m dec_lo[L-1-m] x[(2k + m - (L/2 - 1)) mod n], as pywt "periodization"

@@ -30,6 +30,7 @@ import struct
 import tarfile
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,9 +132,16 @@ def _cache_path(root: Path, name: str, split: str) -> Path:
     return root / f"{name}-{split}.npz"
 
 
-def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    with np.load(path, allow_pickle=False) as f:
-        return f["x"], f["y"], str(f["source"])
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The cached arrays, or None (with a warning) when the file is damaged: it is then re-read from
+    the mirror or the download and rewritten."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f["x"], f["y"], str(f["source"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"ignoring the damaged data cache {path} ({type(exc).__name__}: {exc}); reading the data "
+                      "set again", stacklevel=3)
+        return None
 
 
 def _write_cache(path: Path, x: np.ndarray, y: np.ndarray, source: str) -> None:
@@ -180,8 +188,18 @@ def _from_mirror(name: str, split: str, mirrors: list[Path], root: Path):
     if name == "mnist":
         for m in mirrors:
             if (m / "mnist.npz").exists():
-                with np.load(m / "mnist.npz", allow_pickle=False) as f:
-                    x, y = f[f"x_{split}"], f[f"y_{split}"]
+                try:
+                    with np.load(m / "mnist.npz", allow_pickle=False) as f:
+                        missing = [k for k in (f"x_{split}", f"y_{split}") if k not in f.files]
+                        if missing:
+                            raise ValueError(
+                                f"the MNIST mirror {m / 'mnist.npz'} has no array {' or '.join(map(repr, missing))} "
+                                f"(it holds {', '.join(map(repr, f.files)) or 'nothing'}; expected x_train, y_train, "
+                                "x_test, y_test as in keras' mnist.npz): replace the file or unset GUD_DATA_MIRROR")
+                        x, y = f[f"x_{split}"], f[f"y_{split}"]
+                except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                    raise ValueError(f"the MNIST mirror {m / 'mnist.npz'} cannot be read ({type(exc).__name__}: {exc}): "
+                                     "replace the file or unset GUD_DATA_MIRROR") from exc
                 return x[:, None], y, "MNIST (local mirror)"
         found = _find_idx([m / "mnist" for m in mirrors] + mirrors, split)
         if found:

@@ -309,10 +309,15 @@ def _train_feature_classifier(
     model = FeatureClassifier(shape, n_classes + 1 if corrupt else n_classes, width)
     path = Path(cache_path) if cache_path is not None else None
     if path is not None and path.exists():
-        saved = torch.load(path, weights_only=True)
-        if saved.get("config") == config:
-            model.load_state_dict(saved["state_dict"])
-            return model.eval(), float(saved["accuracy"])
+        try:
+            saved = torch.load(path, weights_only=True)
+            if saved.get("config") == config:
+                model.load_state_dict(saved["state_dict"])
+                return model.eval(), float(saved["accuracy"])
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is retrained and rewritten
+            warnings.warn(f"ignoring the damaged scorer cache {path} ({type(exc).__name__}: {exc}); "
+                          "training the classifier again", stacklevel=3)
+            model = FeatureClassifier(shape, n_classes + 1 if corrupt else n_classes, width)
 
     g = torch.Generator().manual_seed(seed)
     model.reset_parameters(g)
@@ -338,7 +343,11 @@ def _train_feature_classifier(
     model.eval()
     accuracy = _accuracy(model, x_img[test_idx], labels[test_idx]) if n_test else float("nan")
     if path is not None:
-        _atomic_save({"config": config, "state_dict": model.state_dict(), "accuracy": accuracy}, path)
+        try:  # a cache only: an unwritable folder (GUD_DATA) costs a retraining next time, nothing else
+            _atomic_save({"config": config, "state_dict": model.state_dict(), "accuracy": accuracy}, path)
+        except OSError as exc:
+            warnings.warn(f"could not cache the scorer's classifier in {path.parent} ({exc.strerror or exc}); "
+                          "it will be trained again next time", stacklevel=3)
     return model, accuracy
 
 
