@@ -26,7 +26,7 @@ from .profiles import PROFILES, current_profile, experiment_config
 from .results import REPO, Result, ResultsStore, save_figure
 from .stats import html_table
 
-__all__ = ["Chapter", "chapter", "PROFILE_TEXT", "display_html", "table"]
+__all__ = ["Chapter", "chapter", "PROFILE_TEXT", "display_html", "table", "configurations", "settings_rows"]
 
 #: What a profile's numbers come from, in words for the reader.
 PROFILE_TEXT = {
@@ -37,6 +37,43 @@ PROFILE_TEXT = {
 
 FIGURES = REPO / "book" / "figures"
 
+#: The letter(s) of each chapter's figure and table numbers ("Figure E1.3"): numbers are per
+#: chapter, so a chapter's numbers do not move when another chapter changes.
+TAGS = {"framework": "F", "e3": "E3", "toy": "T", "e1": "E1", "e2": "E2", "e4": "E4", "e5": "E5"}
+#: Samplers in words (captions and settings tables).
+SAMPLER_NAMES = {
+    "dpmpp_3m_sde": "DPM-Solver++(3M) SDE", "dpmpp_2m_sde": "DPM-Solver++(2M) SDE", "dpmpp_3m": "DPM-Solver++(3M)",
+    "dpmpp_2m": "DPM-Solver++(2M)", "ddim": "DDIM", "em": "Euler–Maruyama", "heun": "Heun", "ancestral": "ancestral sampling",
+}  # fmt: skip
+#: Figures are shown at DISPLAY_DPI CSS px per inch, at most COLUMN_PX wide (the content column
+#: at a 1280 px window; tests/html/test_render.py measures the rendered size), and no text in
+#: them may then be smaller than MIN_TEXT_PX.
+DISPLAY_DPI, COLUMN_PX, MIN_TEXT_PX = 100, 720, 9.0
+#: The settings a reader needs, in words, in the order shown (the full configuration is on the
+#: configurations page).
+SETTINGS = {
+    "datasets": "data", "image": "image", "basis": "basis", "wavelet": "wavelet", "levels": "wavelet levels",
+    "bases": "bases", "prior": "prior", "priors": "priors", "labels": "ordering labels", "kernel": "covariance kernel",
+    "dim": "pixels (D)", "convention": "end points of the schedule", "conventions": "end-point conventions compared",
+    "gamma_denoise": "γ at t = 0 (clean end)", "gamma_noise": "γ at t = 1 (noise end)",
+    "a_train": "inverse softness a, training range", "a_eval": "a, evaluated at", "r_train": "ordering mix r, training range",
+    "r_eval": "r, evaluated at", "b_train": "column softness b, training range", "b_eval": "b, evaluated at",
+    "b_col_eval": "column softness, evaluated at", "softness": "inverse softness a", "times": "times shown",
+    "net": "network", "net_kwargs": "network size", "batch_size": "batch size", "lr": "learning rate",
+    "max_steps": "training steps, at most", "eval_every": "validation loss every (steps)",
+    "patience": "stop after this many validations without improvement", "seeds": "seeds", "seed": "seed",
+    "n_time_samples": "Monte-Carlo times per test image (bits/dim)", "n_samples": "samples per sample score",
+    "sampler": "sampler", "sampler_steps": "sampler steps", "samplers": "samplers compared",
+}  # fmt: skip
+#: Configuration values in words.
+VALUE_WORDS = {
+    "pca": "PCA", "fourier": "Fourier", "wavelet": "Haar wavelet", "haar": "Haar", "pixel": "pixels", "mlp": "residual MLP",
+    "unet": "U-Net", "whitened": "whitened (matched to the data's variances)", "unwhitened": "white noise",
+    "snr": "true SNR (the paper's)", "process": "process γ (the released code's)",
+    "process-clipped": "process γ, clipped", "ou": "Ornstein–Uhlenbeck (exponential)",
+}  # fmt: skip
+_CURRENT: "Chapter | None" = None  # the chapter whose tables table() numbers
+
 
 def display_html(html: str) -> None:
     from IPython.display import HTML, display
@@ -46,8 +83,47 @@ def display_html(html: str) -> None:
 
 def table(header: Sequence[str], rows: Sequence[Sequence], caption: str | None = None,
           numeric: Sequence[bool] | None = None) -> None:
-    """Display an HTML table (wraps to the page; numbers right-aligned where ``numeric``)."""
-    display_html(html_table(header, rows, caption, numeric))
+    """Display an HTML table (wraps to the page; numbers right-aligned where ``numeric``). In a
+    chapter, the table is numbered ("Table E1.2", anchor ``#tab-e1-2``) and its caption names the
+    profile."""
+    ch = _CURRENT
+    if ch is None:
+        display_html(html_table(header, rows, caption, numeric))
+        return
+    ch.n_tables += 1
+    profile = ch.shown_profile or ch.profile
+    text = (caption or "").strip()
+    if f"profile {profile}" not in text:
+        text = f"{text}; profile {profile}" if text else f"Profile {profile}"
+    label = f"Table {ch.tag}.{ch.n_tables}. "
+    display_html(f'<div class="gud-numbered" id="tab-{ch.experiment}-{ch.n_tables}">'
+                 f"{html_table(header, rows, label + text[:1].upper() + text[1:] + '.', numeric)}</div>")
+
+
+def _plain(value: Any) -> str:
+    """A configuration value in words: lists joined, samplers named, dicts as key value pairs."""
+    if isinstance(value, str):
+        return SAMPLER_NAMES.get(value) or VALUE_WORDS.get(value, value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def settings_rows(config: dict[str, Any]) -> list[list[str]]:
+    """The settings of ``config`` that :data:`SETTINGS` names, in words, one row each."""
+    rows = []
+    for key, name in SETTINGS.items():
+        value = config.get(key)
+        if value in (None, [], {}) or (isinstance(value, dict) and key != "net_kwargs"):
+            continue
+        if key == "datasets":
+            value = [d.get("name", "?") if isinstance(d, dict) else d for d in value]
+        rows.append([name, _plain(value)])
+    return rows
 
 
 def _style() -> None:
@@ -68,6 +144,15 @@ class Chapter:
     profile: str
     config: dict[str, Any]
     shown_profile: str | None = None  # the profile of the result actually shown
+    show_settings: bool = True
+    n_figures: int = 0
+    n_tables: int = 0
+    stems: dict | None = None  # figure name -> numbered file stem
+    shown: Result | None = None
+
+    @property
+    def tag(self) -> str:
+        return TAGS.get(self.experiment, self.experiment.upper())
 
     def allow_compute(self, profile: str) -> bool:
         return profile == "ci" or os.environ.get("GUD_ALLOW_COMPUTE") == "1"
@@ -83,14 +168,20 @@ class Chapter:
         if found is None and self.allow_compute(self.profile):
             found = run(self.experiment, self.profile, config=self.config, log=lambda s: None)
         if found is not None:
-            self.shown_profile = self.profile
+            self.shown_profile, self.shown = self.profile, found
             self.banner(found)
+            self._settings()
             return found
         ci = run(self.experiment, "ci", log=lambda s: None)
-        self.shown_profile = "ci"
+        self.shown_profile, self.shown = "ci", ci
         self.config = ci.config  # the configuration of what is shown
         self.banner(ci, missing=self.profile)
+        self._settings()
         return ci
+
+    def _settings(self) -> None:
+        if self.show_settings:
+            self.show_config()
 
     def banner(self, result: Result, missing: str | None = None) -> None:
         """The profile banner: which profile, data and compute the page shows."""
@@ -117,33 +208,85 @@ class Chapter:
                      f"<p><b>Data:</b> {escape(data)}.<br><b>Compute:</b> {escape(compute)}.{other}</p></div>")
 
     def show_config(self) -> None:
-        """The configuration, collapsed (a click opens it)."""
-        body = escape(json.dumps(self.config, indent=1, sort_keys=True))
-        display_html(f"<details class='gud-config'><summary>Configuration of {escape(self.experiment)}, "
-                     f"profile <code>{escape(self.profile)}</code> ({len(self.config)} settings)</summary>"
-                     f"<pre style='white-space: pre-wrap'>{body}</pre></details>")
+        """The chapter's main settings in words (a numbered table); every setting is one click
+        away on the configurations page."""
+        profile = self.shown_profile or self.profile
+        rows = settings_rows(self.config)
+        ds = (self.shown.metrics.get("datasets") if self.shown is not None else None) or {}
+        sources = [v["source"] for v in ds.values() if isinstance(v, dict) and v.get("source")] if isinstance(ds, dict) else []
+        rows = [[k, "; ".join(sources) if k == "data" and sources else v] for k, v in rows]
+        table(["setting", "value"], rows,
+              caption=f"the main settings of this chapter; profile {profile}")
+        display_html(f"<p class='gud-config-link'>Every setting, as stored with the result: "
+                     f"<a href='configurations.html#config-{escape(self.experiment)}'>configurations</a>.</p>")
 
-    def figure(self, fig, name: str, show: bool = True):
-        """Save ``fig`` under ``book/figures/<profile>/<name>.png|pdf`` (the profile of the
-        result shown) and display it."""
+    def facts(self, seeds: bool = True, sampler: bool | str = False, steps: int | None = None) -> str:
+        """What a caption must say about the result shown, from its configuration: data, profile,
+        seeds and (``sampler=True``: the configured one; a name: that one) the sampler."""
+        res = self.shown
+        cfg = res.config if res is not None else self.config
+        m = res.metrics if res is not None else {}
+        profile = self.shown_profile or self.profile
+        ds = m.get("datasets")
+        sources = [v.get("source") for v in ds.values() if isinstance(v, dict) and v.get("source")] \
+            if isinstance(ds, dict) else []
+        parts = [f"Data: {'; '.join(sources) or m.get('data_description') or PROFILE_TEXT.get(profile, '')}",
+                 f"profile {profile}"]
+        if seeds:
+            s = cfg.get("seeds", [cfg["seed"]] if "seed" in cfg else [])
+            if s:
+                parts.append(f"seed{'s' if len(s) > 1 else ''} {_plain(list(s))}")
+        if sampler:
+            key = cfg.get("sampler") if sampler is True else sampler
+            n = steps if steps is not None else cfg.get("sampler_steps")
+            parts.append(f"sampler {SAMPLER_NAMES.get(key, key)}" + (f", {n} steps" if n else ""))
+        return "; ".join(parts) + "."
+
+    def figure(self, fig, name: str, caption: str = "", show: bool = True, seeds: bool = True,
+               sampler: bool | str = False, steps: int | None = None):
+        """Number ``fig`` within the chapter ("Figure E1.3"), check that its text is legible at
+        page width, save it as ``book/figures/<profile>/<experiment>-<n>-<name>.png|pdf`` (the
+        profile of the result shown) and display it with its caption and the anchor
+        ``#fig-<experiment>-<n>``; the caption ends with the data, profile, seeds and sampler."""
         import matplotlib.pyplot as plt
 
-        save_figure(fig, name, profile=self.shown_profile or self.profile)
-        if show:
-            plt.show()
-        else:
+        from .plotting import text_px
+
+        self.n_figures += 1
+        n, self.stems = self.n_figures, self.stems or {}
+        slug = name[len(self.experiment) + 1:] if name.startswith(self.experiment + "-") else name
+        stem = self.stems[name] = f"{self.experiment}-{n}-{slug}"
+        natural_px, width_in = text_px(fig, DISPLAY_DPI)
+        shown_px = natural_px * min(1.0, COLUMN_PX / (width_in * DISPLAY_DPI))
+        if shown_px < MIN_TEXT_PX - 0.05:
             plt.close(fig)
+            raise ValueError(f"figure {name!r}: its smallest text is {shown_px:.1f} px at page width "
+                             f"(at least {MIN_TEXT_PX:g}): use larger fonts or a narrower figure")
+        png = save_figure(fig, stem, profile=self.shown_profile or self.profile)
+        plt.close(fig)
+        if not show:
+            return
+        full = f"{caption.strip()} {self.facts(seeds, sampler, steps)}".strip()
+        data = base64.b64encode(_thumbnail(png, 1400)).decode()
+        display_html(
+            f'<figure class="gud-figure" id="fig-{self.experiment}-{n}">'
+            f'<img src="data:image/png;base64,{data}" alt="Figure {self.tag}.{n}: {escape(caption[:150])}" '
+            f'style="width:{round(width_in * DISPLAY_DPI)}px;max-width:100%" data-css-width="{width_in * DISPLAY_DPI:.1f}" '
+            f'data-min-text-px="{natural_px:.2f}"><figcaption class="tex2jax_process mathjax_process">'
+            f"<b>Figure {self.tag}.{n}.</b> {escape(full)}</figcaption></figure>")
 
     def other_profile_figure(self, name: str, caption: str) -> None:
-        """Where the book shows ``ci`` results and a committed ``gpu`` figure of the same name
+        """Where the book shows ``ci`` results and a committed ``gpu`` figure of the same figure
         exists, show it below, collapsed, with its caption."""
         if self.shown_profile != "ci":
             return
-        png = FIGURES / "gpu" / f"{name}.png"
+        stem = (self.stems or {}).get(name, name)
+        png = FIGURES / "gpu" / f"{stem}.png"
         if not png.exists():
             return
+        label = f"Figure {self.tag}.{stem.split('-')[1]}" if stem != name else "The same figure"
         data = base64.b64encode(_thumbnail(png)).decode()
-        display_html(f"<details class='gud-other-profile'><summary>The same figure in the <code>gpu</code> "
+        display_html(f"<details class='gud-other-profile'><summary>{label} in the <code>gpu</code> "
                      f"profile: {escape(caption)}</summary><img src='data:image/png;base64,{data}' "
                      f"style='max-width:100%' alt='{escape(caption)}'></details>")
 
@@ -182,9 +325,8 @@ def chapter(experiment: str, threads: int | None = None, show_config: bool = Tru
     cfg = experiment_config(experiment, profile)
     set_threads(threads or cfg.get("threads"))
     _style()
-    ch = Chapter(experiment, profile, cfg)
-    if show_config:
-        ch.show_config()
+    global _CURRENT
+    ch = _CURRENT = Chapter(experiment, profile, cfg, show_settings=show_config)
     return ch
 
 
@@ -194,6 +336,28 @@ def profiles_table() -> None:
 
 
 # ----------------------------------------------------------------------------- compute notes
+
+
+def configurations(profiles: Sequence[str] = ("ci", "gpu", "paper")) -> None:
+    """Every experiment's full configuration per profile, collapsed, with the anchor
+    ``#config-<experiment>`` that the chapters' settings tables link to."""
+    from .profiles import EXPERIMENTS
+    from .results import config_hash
+
+    for exp in EXPERIMENTS:
+        parts = []
+        for profile in profiles:
+            try:
+                cfg = experiment_config(exp, profile)
+            except ValueError:
+                continue
+            body = escape(json.dumps(cfg, indent=1, sort_keys=True))
+            parts.append(f"<details class='gud-config'><summary>profile {escape(profile)} ({len(cfg)} settings; "
+                         f"stored under results/{escape(exp)}/{escape(profile)}/{config_hash(cfg)})</summary>"
+                         f"<pre style='white-space: pre-wrap'>{body}</pre></details>")
+        title = {"framework": "The framework (F)", "toy": "The Gaussian toy model (T)"}.get(exp, exp.upper())
+        display_html(f"<div class='gud-configuration' id='config-{escape(exp)}'><p><b>{escape(title)}</b> "
+                     f"(<code>{escape(exp)}</code>)</p>{''.join(parts)}</div>")
 
 
 def notes_banner(profile: str | None = None) -> None:
@@ -250,3 +414,125 @@ def benchmark_rows(folder: Path | None = None) -> list[list]:
                         f"{r['ours_params'] / 1e6:.2f}M / {r['peer_params'] / 1e6:.2f}M",
                         f"{r['ours_img_s']:.1f}", f"{r['peer_img_s']:.1f}", f"{r['ratio']:.2f}"])
     return out
+
+
+# ----------------------------------------------------------------------------- claims and verdicts
+
+#: The protocol page and the anchor of each test type on it (every verdict cell links there).
+PROTOCOL_PAGE = "protocol.html"
+_TEST_ANCHORS = {"superiority": "superiority", "equivalence": "equivalence", "opposite ranking": "opposite-ranking",
+                 "trend": "trend", "report": "reported-numbers"}
+#: The chapters with claims, in the book's order, and their pages.
+CLAIM_CHAPTERS = {"e1": "e1_pca_sweep", "e2": "e2_fourier_sweep", "e4": "e4_columns_extension",
+                  "e5": "e5_wavelet_columns"}
+
+
+def _test_link(test: str, prefix: str = "") -> str:
+    parts = [t.strip() for t in test.split("+")]
+    return " + ".join(f'<a href="{prefix}{PROTOCOL_PAGE}#{_TEST_ANCHORS.get(t, "tests")}">{escape(t)}</a>'
+                      for t in parts)
+
+
+def _verdict_html(c: dict, prefix: str = "") -> str:
+    v = escape(c["verdict"])
+    anchor = "gates" if c["verdict"] == "not assessable" else "verdicts"
+    out = f'<a class="gud-verdict gud-{v.replace(" ", "-")}" href="{prefix}{PROTOCOL_PAGE}#{anchor}">{v}</a>'
+    if c.get("reason"):
+        out += f"<br><small>{escape(c['reason'])}</small>"
+    return out
+
+
+def claims_table(result: Result, names: dict | None = None) -> None:
+    """The chapter's claims as declared tests: the paper's statement, the test (linked to its
+    definition on the protocol page) with its margin, the evidence generated from the stored
+    numbers, which bits/dim term drives it, and the verdict (linked to the verdict rules)."""
+    from .stats import SE_KIND
+
+    names = names or {}
+    head = "".join(f"<th>{h}</th>" for h in ("data", "claim", "paper", "test", "this book", "verdict"))
+    body = []
+    for c in result.metrics.get("claims", []):
+        test = _test_link(c.get("test", "report"))
+        if c.get("margin"):
+            test += f"<br><small>margin {escape(c['margin'])}</small>"
+        evidence = escape(c.get("evidence", ""))
+        if c.get("driver"):
+            evidence += f"<br><small>bits/dim driven by the {escape(c['driver'])}</small>"
+        body.append("<tr>" + "".join(f"<td>{x}</td>" for x in (
+            escape(names.get(c["dataset"], c["dataset"])), escape(c["claim"]), escape(c["paper"]), test, evidence,
+            _verdict_html(c))) + "</tr>")
+    caption = (f"The paper's claims as declared tests, profile {result.profile}; ± is the {SE_KIND['bpd']} "
+               f"(bits/dim) or the {SE_KIND['score']} (KCD); settings chosen on the validation split, numbers "
+               "from the test split; tests, margins and gates are defined on the protocol page.")
+    ch = _CURRENT
+    label = ""
+    if ch is not None:
+        ch.n_tables += 1
+        label = f"Table {ch.tag}.{ch.n_tables}. "
+    html = (f'<table class="gud-table gud-claims"><caption>{escape(label + caption)}</caption><thead><tr>{head}'
+            f'</tr></thead><tbody>{"".join(body)}</tbody></table>')
+    if ch is not None:
+        html = f'<div class="gud-numbered" id="tab-{ch.experiment}-{ch.n_tables}">{html}</div>'
+    display_html(html)
+
+
+def findings_markdown(result: Result, names: dict | None = None) -> str:
+    """What the chapter's result shows, one bullet per claim, generated from the stored claims
+    (never typed): the verdict, its test and the evidence, or why it cannot be judged."""
+    names = names or {}
+    data = result.metrics.get("data_description", "")
+    lines = [f"Profile `{result.profile}`" + (f" ({data})" if data else "") + ":", ""]
+    for c in result.metrics.get("claims", []):
+        ds = names.get(c["dataset"], c["dataset"])
+        if c["verdict"] == "reported":
+            lines.append(f"* **{c['claim']}** ({ds}), reported without a verdict: {c['evidence']}.")
+        elif c["verdict"] == "not assessable":
+            lines.append(f"* **{c['claim']}** ({ds}): not assessable, because {c['reason']}. "
+                         f"The numbers, for what they are worth: {c['evidence']}.")
+        else:
+            lines.append(f"* **{c['claim']}** ({ds}): **{c['verdict']}** ({c['test']} test"
+                         + (f", margin {c['margin']}" if c.get("margin") else "") + f"): {c['evidence']}.")
+    return "\n".join(lines)
+
+
+def findings(result: Result, names: dict | None = None) -> None:
+    """Display :func:`findings_markdown`."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(findings_markdown(result, names)))
+
+
+def summary_rows(profile: str | None = None, store: ResultsStore | None = None) -> list[dict]:
+    """One row per claim of every chapter, from the stored results of ``profile`` (falling back to
+    the ``ci`` result where the ``profile`` result is missing, and saying so)."""
+    profile = profile or current_profile()
+    store = store or ResultsStore()
+    out = []
+    for exp, page in CLAIM_CHAPTERS.items():
+        shown, res = profile, store.load(exp, profile, experiment_config(exp, profile))
+        if res is None and profile != "ci":
+            shown, res = "ci", store.load(exp, "ci", experiment_config(exp, "ci"))
+        if res is None:
+            continue
+        for c in res.metrics.get("claims", []):
+            out.append({"chapter": exp.upper(), "page": page, "profile": shown,
+                        "scale": res.metrics.get("data_description", ""), **c})
+    return out
+
+
+def paper_summary(profile: str | None = None, store: ResultsStore | None = None) -> None:
+    """The introduction's table: every chapter's claims, the paper's statement, this book's
+    evidence with its scale and profile, and the verdict (links to the chapter and the protocol)."""
+    rows = summary_rows(profile, store)
+    head = "".join(f"<th>{h}</th>" for h in ("chapter", "claim", "paper", "this book (scale, profile)", "verdict"))
+    body = []
+    for r in rows:
+        chapter = f'<a href="{r["page"]}.html">{r["chapter"]}</a>'
+        evidence = f"{escape(r['evidence'])}<br><small>{escape(r['scale'])}; profile {escape(r['profile'])}</small>"
+        body.append("<tr>" + "".join(f"<td>{x}</td>" for x in (
+            chapter, escape(r["claim"]), escape(r["paper"]), evidence, _verdict_html(r))) + "</tr>")
+    caption = ("Every claim of the chapters, generated from the stored results: the paper's statement, this book's "
+               "numbers (± one standard error; data, scale and profile below them) and the verdict of the declared "
+               "test (protocol page).")
+    display_html(f'<table class="gud-table gud-claims"><caption>{escape(caption)}</caption><thead><tr>{head}</tr>'
+                 f'</thead><tbody>{"".join(body)}</tbody></table>')

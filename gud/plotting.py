@@ -14,7 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["to_images", "image_grid", "plot_snr_paths", "tile", "show_tiles", "curves"]
+__all__ = ["to_images", "image_grid", "plot_snr_paths", "tile", "show_tiles", "curves", "text_px", "pm", "se_heatmap",
+           "wavelet_mosaic", "mosaic", "draw_windows", "wavelet_trajectory"]
 
 
 def _numpy(x) -> np.ndarray:
@@ -153,3 +154,153 @@ def curves(ax, history, *, label: str | None = None, **kw):
     if h.size:
         ax.plot(h[:, 0], h[:, 1], label=label, **kw)
     return ax
+
+
+# ----------------------------------------------------------------------------- legibility
+
+
+def text_px(fig, dpi: float = 100.0) -> tuple[float, float]:
+    """The smallest drawn text of ``fig`` in pixels when the figure is shown at ``dpi`` pixels
+    per inch, and the figure's width in inches as saved (tight bounding box).
+
+    Text of hidden axes, empty strings and invisible artists are ignored. Shown ``s`` times
+    smaller than that (a page narrower than the figure), the text is ``s`` times smaller too.
+    """
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    hidden: set[int] = set()
+    for ax in fig.axes:
+        if not ax.get_visible():
+            hidden.update(id(t) for t in ax.findobj(Text))
+        elif not ax.axison:  # axis switched off: its tick labels and axis labels are not drawn
+            hidden.update(id(t) for axis in (ax.xaxis, ax.yaxis) for t in axis.findobj(Text))
+    sizes = []
+    for t in fig.findobj(Text):
+        if id(t) in hidden or not t.get_visible() or not t.get_text().strip():
+            continue
+        if t.get_window_extent(renderer).width <= 0:  # not drawn (e.g. a tick outside the view)
+            continue
+        sizes.append(t.get_fontsize())
+    width_in = fig.get_tightbbox(renderer).width + 0.2  # savefig's default pad_inches = 0.1 each side
+    return (min(sizes) * dpi / 72.0 if sizes else float("inf")), float(width_in)
+
+
+# ----------------------------------------------------------------------------- tables of numbers
+
+
+def pm(mean: float, se: float, digits: int = 3) -> str:
+    """``"mean ± se"`` with ``digits`` decimals."""
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def se_heatmap(ax, mean, se, *, xticks: Sequence[str], yticks: Sequence[str], fmt: str = "{:.3f}",
+               cmap: str = "magma_r", min_span_se: float = 4.0, fontsize: float = 9, colorbar_label: str = ""):
+    """A map of ``mean [rows, cols]`` (lower is better) with ``mean`` and ``± se`` in every
+    cell. The best cell is framed with a thick line, every cell within two combined standard
+    errors of it, ``|m - m_best| <= 2 sqrt(se² + se_best²)``, with a thin dashed one. The colour
+    range starts at the best value and spans at least ``min_span_se`` median standard errors,
+    so that differences within the noise do not fill the colour scale. Returns
+    ``(image, indistinguishable mask)``."""
+    import matplotlib.pyplot as plt
+
+    m, s = _numpy(mean), _numpy(se)
+    if m.shape != s.shape or m.ndim != 2:
+        raise ValueError(f"mean and se must be 2-d arrays of one shape; got {m.shape} and {s.shape}")
+    bi = np.unravel_index(np.nanargmin(m), m.shape)
+    best, sb = m[bi], s[bi]
+    close = (m - best) <= 2 * np.sqrt(s**2 + sb**2)
+    span = max(np.nanmax(m) - best, min_span_se * float(np.nanmedian(s)), 1e-12)
+    im = ax.imshow(m, origin="lower", cmap=cmap, aspect="auto", vmin=best, vmax=best + span)
+    for (i, j), v in np.ndenumerate(m):
+        if np.isfinite(v):
+            dark = (v - best) / span > 0.55 if cmap.endswith("_r") else (v - best) / span < 0.55
+            ax.text(j, i, f"{fmt.format(v)}\n± {fmt.format(s[i, j])}", ha="center", va="center", fontsize=fontsize,
+                    linespacing=1.1, color="w" if dark else "k")
+        if close[i, j]:
+            thick = (i, j) == tuple(bi)
+            ax.add_patch(plt.Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, ec="C0" if thick else "C2",
+                                       lw=3 if thick else 1.8, ls="-" if thick else "--"))
+    ax.set_xticks(range(m.shape[1]), list(xticks))
+    ax.set_yticks(range(m.shape[0]), list(yticks))
+    if colorbar_label:
+        ax.figure.colorbar(im, ax=ax, label=colorbar_label, fraction=0.05)
+    return im, close
+
+
+# ----------------------------------------------------------------------------- wavelet coefficients
+
+
+def wavelet_mosaic(vec, shape: Sequence[int], levels: int) -> np.ndarray:
+    """The coefficients of the first channel of a flat multi-level 2-d wavelet vector (PyWavelets
+    order: approximation, then per level from coarse to fine the (H, V, D) details) in the usual
+    layout ``[H, W]``: approximation top left, each level's details below, right and diagonal."""
+    _, h, w = (int(x) for x in shape)
+    v = _numpy(vec).reshape(-1)
+    if v.size < h * w or h % (1 << levels) or w % (1 << levels):
+        raise ValueError(f"a {levels}-level mosaic of shape {tuple(shape)} needs H, W divisible by "
+                         f"{1 << levels} and at least {h * w} coefficients; got {v.size}")
+    out, hl, wl = np.zeros((h, w)), h >> levels, w >> levels
+    out[:hl, :wl] = v[:hl * wl].reshape(hl, wl)
+    pos = hl * wl
+    for _ in range(levels):
+        for o, (r0, c0) in enumerate([(hl, 0), (0, wl), (hl, wl)]):
+            out[r0:r0 + hl, c0:c0 + wl] = v[pos + o * hl * wl:pos + (o + 1) * hl * wl].reshape(hl, wl)
+        pos, hl, wl = pos + 3 * hl * wl, 2 * hl, 2 * wl
+    return out
+
+
+def mosaic(ax, x, shape: Sequence[int], ncols: int, scale: str = "data", row_labels: Sequence[str] = (),
+           col_labels: Sequence[str] = ()):
+    """Flat images ``x [N, D]`` drawn on ``ax`` as one picture, ``ncols`` per row with small
+    gaps (white for data, grey for ``scale="symmetric"``), row labels left, column labels on top."""
+    import matplotlib.pyplot as plt
+
+    imgs = to_images(x, shape, scale)  # [N, H, W] or [N, H, W, 3] in [0, 1]
+    n, h, w = imgs.shape[:3]
+    nrows, gap = -(-n // ncols), max(1, h // 12)
+    canvas = np.full((nrows * (h + gap) - gap, ncols * (w + gap) - gap) + imgs.shape[3:], np.nan)
+    for k, im in enumerate(imgs):
+        r, c = divmod(k, ncols)
+        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = im
+    cmap = plt.get_cmap("gray" if scale == "data" else "RdBu_r")
+    cmap = cmap.with_extremes(bad="white" if scale == "data" else "0.8")  # gaps stand out from zero
+    ax.imshow(np.nan_to_num(canvas, nan=1.0) if canvas.ndim == 3 else canvas, cmap=cmap, vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_xticks([c * (w + gap) + (w - 1) / 2 for c in range(len(col_labels))], list(col_labels))
+    ax.set_yticks([r * (h + gap) + (h - 1) / 2 for r in range(len(row_labels))], list(row_labels))
+    ax.tick_params(length=0, labeltop=True, labelbottom=False)
+    ax.spines[:].set_visible(False)
+    return ax
+
+
+def draw_windows(ax, start, end, labels, norm, cmap: str = "viridis"):
+    """Active windows ``[start_i, end_i]`` in t as horizontal bars, one per component, sorted
+    by ``labels`` (bottom: smallest) and coloured by ``norm(labels)``."""
+    import matplotlib.pyplot as plt
+
+    start, end, labels = _numpy(start), _numpy(end), _numpy(labels)
+    order = np.argsort(labels, kind="stable")
+    ax.hlines(np.arange(labels.size), start[order], end[order], colors=plt.get_cmap(cmap)(norm(labels[order])),
+              lw=max(0.3, min(2.0, 150 / labels.size)))
+    ax.set_xlim(0, 1)
+    ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
+    ax.set_ylim(-0.5, labels.size - 0.5)
+    return ax
+
+
+def wavelet_trajectory(traj, neg_log_snr, shape: Sequence[int], levels: int, norm, cmap: str = "viridis") -> np.ndarray:
+    """One picture ``[rows, cols, 3]`` of a generation in a wavelet basis: the predicted clean
+    images ``traj [T, n, D]`` (one row per sample, one column per time), and below them, per
+    time, the ``-log SNR [T, D]`` of every coefficient as a :func:`wavelet_mosaic` coloured by
+    ``cmap(norm(.))``."""
+    import matplotlib.pyplot as plt
+
+    _, h, w = (int(x) for x in shape)
+    imgs = tile(_numpy(traj).transpose(1, 0, 2), shape)
+    imgs = np.repeat(imgs[..., None], 3, -1) if imgs.ndim == 2 else imgs
+    row = np.ones((h + 2, imgs.shape[1], 3))
+    for k, g in enumerate(_numpy(neg_log_snr)):
+        row[2:, k * (w + 1):k * (w + 1) + w] = plt.get_cmap(cmap)(norm(wavelet_mosaic(g, shape, levels)))[..., :3]
+    return np.concatenate([imgs, row])

@@ -66,3 +66,67 @@ def test_active_windows_limits():
     autoregressive = SoftConditioningSchedule(ranks, zeros, a=10.0, gamma_denoise=-7, gamma_noise=3)
     start, end = active_windows(autoregressive)
     assert max_overlap(start, end) == 1 and torch.allclose(end - start, torch.full((8,), 1 / 8, dtype=torch.float64))
+
+
+def test_text_px_smallest_text_and_width():
+    from gud.plotting import text_px
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.set_title("title", fontsize=14)
+    ax.tick_params(labelsize=7)
+    ax.text(0.5, 0.5, "", fontsize=2)  # empty: ignored
+    px, width = text_px(fig, dpi=72)
+    assert px == pytest.approx(7.0)  # 7 pt at 72 px per inch
+    assert 3.0 < width < 4.5
+    hidden, ax2 = plt.subplots(figsize=(4, 3))
+    ax2.tick_params(labelsize=3)
+    ax2.set_axis_off()
+    ax2.set_title("shown", fontsize=12)
+    assert text_px(hidden, dpi=144)[0] == pytest.approx(24.0)  # hidden axes' ticks do not count
+    plt.close("all")
+
+
+def test_se_heatmap_marks_cells_within_two_combined_se_and_spans_the_noise():
+    from gud.plotting import se_heatmap
+
+    mean = np.array([[1.00, 1.01], [1.05, 1.50]])
+    se = np.full((2, 2), 0.01)
+    fig, ax = plt.subplots()
+    im, close = se_heatmap(ax, mean, se, xticks=["a", "b"], yticks=["c", "d"])
+    # 1.01 - 1.00 = 0.01 <= 2 * sqrt(2) * 0.01; 0.05 is not
+    assert close.tolist() == [[True, True], [False, False]]
+    assert im.get_clim() == pytest.approx((1.00, 1.50))
+    flat = np.array([[1.000, 1.001], [1.002, 1.003]])
+    im, _ = se_heatmap(ax, flat, se, xticks=["a", "b"], yticks=["c", "d"])
+    assert im.get_clim()[1] - im.get_clim()[0] == pytest.approx(4 * 0.01)  # not the 0.003 range of the noise
+    with pytest.raises(ValueError):
+        se_heatmap(ax, mean, se[:1], xticks=[], yticks=[])
+    plt.close(fig)
+
+
+def test_wavelet_mosaic_layout_matches_pywavelets():
+    pywt = pytest.importorskip("pywt")
+    from gud.plotting import wavelet_mosaic
+
+    img = np.arange(64.0).reshape(8, 8)
+    coeffs = pywt.wavedec2(img, "haar", level=2, mode="periodization")
+    flat = np.concatenate([coeffs[0].ravel()] + [c.ravel() for lev in coeffs[1:] for c in lev])
+    arr, _ = pywt.coeffs_to_array(coeffs)  # PyWavelets' own layout of the same coefficients
+    np.testing.assert_allclose(wavelet_mosaic(flat, (1, 8, 8), 2), arr)
+    with pytest.raises(ValueError):
+        wavelet_mosaic(flat[:10], (1, 8, 8), 2)
+
+
+def test_wavelet_trajectory_and_windows_draw():
+    from matplotlib.colors import Normalize
+
+    from gud.plotting import draw_windows, wavelet_trajectory
+
+    traj = np.zeros((3, 2, 16))  # 3 times, 2 samples, 4x4 grey images
+    pic = wavelet_trajectory(traj, np.linspace(0, 1, 48).reshape(3, 16), (1, 4, 4), 1, Normalize(0, 1))
+    assert pic.shape == (2 * 5 - 1 + 6, 3 * 5 - 1, 3)  # two image rows, then the mosaics 2 px below
+    np.testing.assert_allclose(pic[:4, :4], 0.5)  # zero pixels are mid grey
+    fig, ax = plt.subplots()
+    draw_windows(ax, np.zeros(3), np.ones(3), np.array([2.0, 0.0, 1.0]), Normalize(0, 2))
+    assert ax.get_xlim() == (0, 1) and ax.get_ylim() == (-0.5, 2.5)
+    plt.close(fig)
