@@ -8,6 +8,7 @@
     ".cell_output", ".cell_output .output", ".cell_output pre", ".cell_output img",
     ".cell_output table", "table", ".pst-scrollable-table-container",
     "div.math", ".math-wrapper", "mjx-container[display='true']",
+    "div.highlight pre", "pre",  // code blocks: a cut-off line shows as content wider than its box
   ].join(",");
 
   function describe(el) {
@@ -87,6 +88,16 @@
               shown: [Math.round(im.getBoundingClientRect().width), Math.round(im.getBoundingClientRect().height)],
               cell: cell ? cells.indexOf(cell) + 1 : 0};
     });
+    // numbered figures (gud.book): the smallest text as shown, from its size at the figure's
+    // natural CSS width (data-min-text-px) scaled by the width it is drawn at
+    var figures = Array.prototype.slice.call(document.querySelectorAll("figure.gud-figure img[data-min-text-px]"))
+      .filter(visible).map(function (im) {
+        var fig = im.closest("figure");
+        var shown = im.getBoundingClientRect().width;
+        var natural = parseFloat(im.getAttribute("data-css-width"));
+        return {id: fig ? fig.id : "", shown: Math.round(shown), natural: natural,
+                minTextPx: parseFloat(im.getAttribute("data-min-text-px")) * shown / natural};
+      });
     var report = {
       stage: stage,
       innerWidth: window.innerWidth,
@@ -97,6 +108,7 @@
       overflow: keep,
       banners: banners,
       images: images,
+      figures: figures,
     };
     var out = document.getElementById("gud-layout-report");
     if (!out) {

@@ -9,8 +9,11 @@ dumps the DOM. Per page:
 
 * rendering: the DOM holds the page's title and every figure caption, and no "??" or
   unresolved-reference text; every ``<img>`` points at a non-empty file of the build;
-* layout: no notebook output area, table or display equation is wider than the content
-  column (its content wider than its box, or its box past the column's edges);
+* layout: no notebook output area, table, display equation or code block is wider than the
+  content column (its content wider than its box, e.g. a cut-off code line, or its box past the
+  column's edges);
+* legibility: no text in a numbered figure (``gud.book``) is drawn smaller than ``MIN_TEXT_PX``
+  at a 1280 px window, and every numbered figure has a caption that starts with its number;
 
 and over all pages: every chapter (notebook page) has a visible profile banner (class ``gud-profile-banner``),
 and no page's text holds process talk (``PROCESS_TALK``). One screenshot goes to
@@ -39,6 +42,7 @@ HTML = Path(os.environ.get("GUD_BOOK_HTML") or REPO / "_build" / "html").resolve
 SHOTS = REPO / "_build" / "screenshots"
 LAYOUT_JS = Path(__file__).with_name("layout.js")
 WIDTH = 1280  # viewport width, px, for the layout checks and screenshots
+MIN_TEXT_PX = 9.0  # smallest text in a figure as drawn at WIDTH (gud.book.MIN_TEXT_PX at save time)
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -234,6 +238,23 @@ def test_layout_fits(page: Path):
         f"{page.name}: {len(problems)} element(s) wider than the content column "
         f"({column['element']}, {column['width']} px at a {WIDTH} px viewport):\n" + "\n".join(problems)
     )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_id)
+def test_figures_legible_and_numbered(page: Path):
+    """Every numbered figure shows its text at ``MIN_TEXT_PX`` or more at 1280 px, and its
+    caption starts with "Figure <chapter>.<n>." matching its anchor ``#fig-<chapter>-<n>``."""
+    done = _render(page)
+    report = done.layout or {}
+    small = [f"  #{f['id']}: {f['minTextPx']:.1f} px (drawn {f['shown']} px wide, natural {f['natural']:.0f} px)"
+             for f in report.get("figures", []) if f["minTextPx"] < MIN_TEXT_PX - 0.05]
+    assert not small, f"{page.name}: figure text under {MIN_TEXT_PX:g} px at {WIDTH} px:\n" + "\n".join(small)
+    text = page.read_text(encoding="utf-8")
+    for m in re.finditer(r'<figure class="gud-figure" id="fig-([\w-]+?)-(\d+)">.*?<figcaption[^>]*>(.*?)</figcaption>',
+                         text, flags=re.S):
+        caption = _norm(re.sub(r"<[^>]+>", "", m.group(3)))
+        assert re.match(rf"Figure [A-Z]\d?\.{m.group(2)}\. \S", caption), (
+            f"{page.name}: figure #fig-{m.group(1)}-{m.group(2)} has caption {caption[:60]!r}")
 
 
 def test_profile_banners():
