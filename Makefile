@@ -18,12 +18,12 @@ NOTEBOOKS := $(wildcard book/*.ipynb)
 
 help:
 	@echo "make env        create $(VENV) and install gud with the book and test extras"
-	@echo "make test       unit tests, the ci results (two processes), then the notebooks under nbval"
+	@echo "make test       unit tests, the ci results recomputed and verified against the committed ones, the notebooks under nbval"
 	@echo "make results    compute every missing result of GUD_PROFILE=$(GUD_PROFILE) (python -m gud run --pending)"
 	@echo "make book       build the Jupyter Book into _build/html (GUD_PROFILE=$(GUD_PROFILE))"
 	@echo "make test-html  render the built book in headless Chromium (needs chromium)"
 	@echo "make bench      run benchmarks/bench_*.py"
-	@echo "make clean      remove _build and recomputable ci results"
+	@echo "make clean      remove _build and training checkpoints (runs/)"
 
 env: $(STAMP)
 
@@ -38,11 +38,17 @@ test: test-unit results test-notebooks
 test-unit: env
 	$(PY) -m pytest -q tests --ignore=tests/html
 
-# ci results are computed by two worker processes (one torch thread each) before the notebooks
-# load them; gpu and paper results are read from the committed store.
+# The committed ci results (results/*/ci/) are the book's reference. `make results` recomputes them
+# from scratch into $(VERIFY_DIR) (two worker processes, one torch thread each) and verifies them
+# against the reference: every metric within its own error, every verdict unchanged
+# (python -m gud verify). gpu and paper results are read from the committed store.
+VERIFY_DIR ?= _build/verify
 results: env
 ifeq ($(GUD_PROFILE),ci)
-	$(PY) -m gud run --pending --profile ci --jobs 2 --quiet
+	rm -rf $(VERIFY_DIR)/results
+	GUD_RESULTS=$(abspath $(VERIFY_DIR))/results GUD_RUNS=$(abspath $(VERIFY_DIR))/runs \
+		$(PY) -m gud run --all --profile ci --jobs 2 --quiet
+	$(PY) -m gud verify --profile ci --against $(VERIFY_DIR)/results
 else
 	$(PY) -m gud status --profile $(GUD_PROFILE)
 endif
@@ -59,8 +65,9 @@ test-html: env
 	$(PY) -m pytest -q tests/html
 
 # The execution cache does not know GUD_PROFILE: a build for another profile starts afresh.
-# The ci results are computed first (two processes): they are the ci book, and the fallback a gpu
-# book shows for a chapter whose gpu result is not committed yet.
+# The book renders the committed results (no training); a ci result missing from the store (a
+# changed configuration) is computed first. The ci results are also the fallback a gpu book shows
+# for a chapter whose gpu result is not committed yet.
 book: env
 	$(PY) -m gud run --pending --profile ci --jobs 2 --quiet
 	@if [ -f _build/.gud-profile ] && [ "$$(cat _build/.gud-profile)" != "$(GUD_PROFILE)" ]; then \
@@ -75,4 +82,3 @@ bench: env
 
 clean:
 	rm -rf _build runs
-	rm -rf results/*/ci

@@ -1,9 +1,10 @@
-"""Command line: ``python -m gud run|status|bench``.
+"""Command line: ``python -m gud run|status|verify|fid|bench``.
 
     python -m gud run e1 e2 --profile gpu --budget-s 540   # compute into results/, resumable
     python -m gud run --pending --profile gpu                # every experiment still missing
     python -m gud run --all --profile ci --jobs 2            # all, two worker processes
     python -m gud status --profile gpu                       # stored / missing / stale results
+    python -m gud verify --profile ci --against DIR          # recomputed results (store DIR) vs the reference
     python -m gud fid e1 --profile gpu                       # FID of stored samples (fid extra)
     python -m gud bench --quick                              # training and sampling throughput
 
@@ -258,6 +259,20 @@ def _bench(args) -> int:
                       json_path=args.json, peer=not args.no_peer)
 
 
+def _verify(args) -> int:
+    from .results import ResultsStore
+    from .verify import verify
+
+    exps = args.experiments or list(EXPERIMENTS)
+    checks = verify(exps, args.profile, ResultsStore(args.reference), ResultsStore(args.against))
+    bad = [c for c in checks if not c.ok]
+    for c in bad:
+        print("FAIL " + c.line())
+    print(f"verify {args.profile}: {len(checks) - len(bad)} of {len(checks)} quantities within tolerance "
+          f"({', '.join(exps)}; reference {ResultsStore(args.reference).root}, recomputed {args.against})")
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m gud", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -305,6 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     p.add_argument("--no-peer", action="store_true", help="skip the comparison with denoising-diffusion-pytorch")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("verify", help="compare recomputed results with the reference (the committed ones)",
+                       epilog="exit status: 0 every quantity within tolerance, 1 otherwise (each failure printed "
+                              "with reference, recomputed value and tolerance)")
+    p.add_argument("experiments", nargs="*", help="default: every experiment")
+    p.add_argument("--profile", default=default_profile, type=_profile, help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--against", required=True, help="the results store holding the recomputed results")
+    p.add_argument("--reference", default=None, help="the reference store (default: results/ or $GUD_RESULTS)")
+    p.set_defaults(func=_verify)
 
     args = parser.parse_args(argv)
     return args.func(args)
