@@ -395,11 +395,10 @@ class _TorchvisionStub(types.ModuleType):
 def import_peer() -> tuple[type, type, bool]:
     """``(Unet, GaussianDiffusion, stub_used)`` from denoising_diffusion_pytorch.
 
-    The package imports torchvision (and accelerate) at module level for its Dataset and
-    Trainer, which are not used here; where torchvision cannot be imported a stub stands in
-    for it during that import only (any use raises ImportError); where accelerate is missing
-    the peer's modules are loaded without its package ``__init__`` (only ``Unet`` and
-    ``GaussianDiffusion`` are needed)."""
+    The package imports torchvision (and accelerate, scipy, PIL: all in the GPU image) at module
+    level for its Dataset and Trainer, which are not used here; where torchvision cannot be
+    imported (not installed, or built for another torch, as on the project's CPU machine) a
+    stub stands in for it during that import only (any use raises ImportError)."""
     if importlib.util.find_spec("denoising_diffusion_pytorch") is None:
         raise ImportError(f"the peer package {PEER} is not installed: {PEER_INSTALL}")
     try:

@@ -83,6 +83,14 @@ class CorruptResultError(CorruptFileError):
 
 
 MANIFEST = "manifest.json"
+
+#: Files of a result folder that are kept where they were made and not committed (.gitignore):
+#: trained networks (``weights/``) and the 8-bit samples of a later FID (``fid.npz``, the arrays
+#: named ``fid/...``).  A committed tree travels to a GPU machine whole (64 MiB with the data);
+#: 8 networks of 4.9M parameters alone are 78 MB.  A manifest lists them; they are checked when
+#: present and their absence is not damage.
+LOCAL_ONLY = ("weights/", "fid.npz")
+LOCAL_ARRAYS = "fid/"
 MANIFEST_FORMAT = 1
 SIDECAR = ".sha256"
 
@@ -213,6 +221,8 @@ def verify_result(folder: str | os.PathLike, repair: str | None = None) -> bool:
     for rel, want in sorted(files.items()):
         f = folder / rel
         if not f.is_file():
+            if rel.startswith(LOCAL_ONLY):  # not committed (too large to travel); checked when present
+                continue
             raise CorruptResultError(f, "listed in manifest.json but missing", repair)
         try:
             size, digest = f.stat().st_size, file_sha256(f)
@@ -379,8 +389,12 @@ class ResultsStore:
             (tmp / "config.json").write_text(canonical_json(config) + "\n")
             _dump(metrics, tmp / "metrics.json")
             _dump(full_info, tmp / "info.json")
+            local = {k: v for k, v in plain_arrays.items() if k.startswith(LOCAL_ARRAYS)}
             with open(tmp / "arrays.npz", "wb") as f:
-                np.savez_compressed(f, **plain_arrays)
+                np.savez_compressed(f, **{k: v for k, v in plain_arrays.items() if k not in local})
+            if local:  # 8-bit samples for a FID computed later: a file of their own, not committed
+                with open(tmp / "fid.npz", "wb") as f:
+                    np.savez_compressed(f, **local)
             for name, fig in (figures or {}).items():
                 fig.savefig(tmp / f"{name}.png", dpi=120, bbox_inches="tight")
             for name, (model, prior, spec) in (weights or {}).items():
@@ -430,6 +444,8 @@ class ResultsStore:
         metrics = read("metrics.json", lambda f: json.loads(f.read_text()))
         info = read("info.json", lambda f: json.loads(f.read_text())) if (path / "info.json").exists() else {}
         arrays = read("arrays.npz", npz) if (path / "arrays.npz").exists() else {}
+        if (path / "fid.npz").exists():
+            arrays.update(read("fid.npz", npz))
         if not isinstance(metrics, dict) or not isinstance(info, dict):
             raise CorruptResultError(path / "metrics.json", "not a JSON object", repair)
         if not verified:
@@ -544,11 +560,14 @@ def _basis_spec(basis) -> dict[str, Any]:
 
 def save_weights(path: str | os.PathLike, model: Any, prior: Any, spec: Mapping[str, Any],
                  dtype: str = "float32") -> Path:
-    """Write a :class:`gud.nets.EpsNet`'s network weights (in ``dtype``), its ``log_var``, and
-    the prior (mean, variances, whitening, basis, PCA components) as one safetensors file.
+    """Write a :class:`gud.nets.EpsNet`'s network weights (in ``dtype``), its ``log_var`` and
+    the prior (mean, variances, whitening, basis name) as one safetensors file.
 
-    ``spec`` must name the network (``net``, ``net_kwargs``; :func:`gud.nets.build_net`).
-    The file is written atomically.
+    A PCA basis (a ``D x D`` matrix: 28 MB of a 3072-pixel basis in bf16, more than the network)
+    is not repeated in every network's file: it is written once per fitted basis, beside the
+    network, as ``basis-pca-<sha256 of its float64 components, 12 digits>.safetensors`` (in
+    ``dtype``), and the network's file names it.  ``spec`` must name the network (``net``,
+    ``net_kwargs``; :func:`gud.nets.build_net`).  Files are written atomically.
     """
     import torch
     from safetensors.torch import save_file
@@ -561,11 +580,18 @@ def save_weights(path: str | os.PathLike, model: Any, prior: Any, spec: Mapping[
     tensors["prior.mean"] = prior.mean.detach().cpu().double().contiguous()
     tensors["prior.var"] = prior.var.detach().cpu().double().contiguous()
     basis = prior.basis
+    basis_spec = _basis_spec(basis)
     if basis.name == "pca":
-        tensors["basis.components"] = basis.components.detach().cpu().to(cast).contiguous()
-        tensors["basis.variance"] = basis.meta["variance"].double().contiguous()
-        tensors["basis.channel"] = basis.meta["channel"].long().contiguous()
-    meta = {"spec": canonical_json({**dict(spec), "basis": _basis_spec(basis), "whitened": bool(prior.whitened),
+        comps = basis.components.detach().cpu().double().contiguous()
+        digest = hashlib.sha256(comps.numpy().tobytes()).hexdigest()[:HASH_LEN]
+        basis_spec["file"] = f"basis-pca-{digest}.safetensors"
+        basis_path = Path(path).parent / basis_spec["file"]
+        if not basis_path.exists():  # one file per fitted basis, shared by the networks beside it
+            btensors = {"basis.components": comps.to(cast).contiguous(),
+                        "basis.variance": basis.meta["variance"].double().contiguous(),
+                        "basis.channel": basis.meta["channel"].long().contiguous()}
+            atomic_write(basis_path, lambda tmp: save_file(btensors, str(tmp), metadata={"sha256_float64": digest}))
+    meta = {"spec": canonical_json({**dict(spec), "basis": basis_spec, "whitened": bool(prior.whitened),
                                     "image_input": model.image_shape is not None, "dtype": dtype})}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
@@ -611,6 +637,13 @@ def load_weights(path: str | os.PathLike, device: str = "cpu", repair: str | Non
     if bad:
         raise CorruptResultError(path, f"non-finite values in {', '.join(sorted(bad)[:3])}", repair)
     b = spec["basis"]
+    if b["name"] == "pca" and "file" in b:  # the PCA basis stored once beside the networks
+        bpath = path.parent / b["file"]
+        if not bpath.exists():
+            raise FileNotFoundError(f"{path.name} needs its PCA basis {b['file']} beside it in {path.parent}")
+        _weights_check(bpath, repair)
+        with safe_open(str(bpath), framework="pt", device="cpu") as f:
+            tensors.update({k: f.get_tensor(k) for k in f.keys()})
     if b["name"] == "pca":
         basis = PCABasis(b["shape"], tensors["basis.components"].double(), tensors["basis.variance"],
                          tensors["basis.channel"])
