@@ -26,12 +26,13 @@ from .profiles import PROFILES, current_profile, experiment_config
 from .results import REPO, Result, ResultsStore, save_figure
 from .stats import html_table
 
-__all__ = ["Chapter", "chapter", "PROFILE_TEXT", "display_html", "table", "configurations", "settings_rows"]
+__all__ = ["Chapter", "chapter", "PROFILE_TEXT", "display_html", "table", "configurations", "settings_rows", "plain"]
 
 #: What a profile's numbers come from, in words for the reader.
 PROFILE_TEXT = {
     "ci": "8×8 digits (scikit-learn, 17 grey levels) and small random fields; small networks trained on two CPU cores",
-    "gpu": "MNIST and CIFAR-10 (JPEG mirror) at 32×32; U-Nets trained for minutes on one GPU",
+    "gpu": "32×32 images (CIFAR-10 from a JPEG mirror; MNIST in the framework chapter) and 32×32 random fields; "
+           "U-Nets trained for minutes on one GPU",
     "paper": "the paper's data and training length where known",
 }
 
@@ -111,6 +112,9 @@ def _plain(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_plain(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+plain = _plain  # a configuration value in words, for captions
 
 
 def settings_rows(config: dict[str, Any]) -> list[list[str]]:
@@ -536,3 +540,59 @@ def paper_summary(profile: str | None = None, store: ResultsStore | None = None)
                "test (protocol page).")
     display_html(f'<table class="gud-table gud-claims"><caption>{escape(caption)}</caption><thead><tr>{head}</tr>'
                  f'</thead><tbody>{"".join(body)}</tbody></table>')
+
+
+# ----------------------------------------------------------------------------- data named from configurations
+
+_DATA_WORDS = {"digits": "8×8 digits", "mnist": "MNIST", "cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST",
+               "pcam": "PatchCamelyon", "china": "a photograph", "grf": "Gaussian random fields",
+               "phi4": "φ⁴ lattice fields"}
+#: Data set names a text may use, and the configuration names they stand for.
+DATA_NAMES = {"MNIST": "mnist", "CIFAR-10": "cifar10", "Fashion-MNIST": "fashion_mnist", "PatchCamelyon": "pcam"}
+
+
+def data_keys(experiment: str, profile: str) -> list[str]:
+    """The data sets (configuration names) an experiment's ``profile`` configuration uses."""
+    cfg = experiment_config(experiment, profile)
+    out = []
+    for d in cfg.get("datasets", []) or []:
+        if isinstance(d, dict):
+            out.append(d.get("dataset") or d.get("field") or d.get("name"))
+        else:
+            out.append(d)
+    if "image" in cfg:
+        out.append(cfg["image"])
+    if "dim" in cfg:
+        out.append(f"gaussian-{cfg['dim']}")
+    return list(dict.fromkeys(out))
+
+
+def data_words(experiment: str, profile: str) -> str:
+    """The data of an experiment's ``profile`` configuration, in words."""
+    words = []
+    for k in data_keys(experiment, profile):
+        if k.startswith("gaussian-"):
+            words.append(f"Gaussian data, {k.split('-')[1]} components")
+        else:
+            words.append(_DATA_WORDS.get(k, k))
+    return ", ".join(words)
+
+
+def chapters_table() -> None:
+    """The introduction's table of chapters: what each shows and its data in the ``ci`` and ``gpu``
+    profiles, named from the configurations."""
+    rows = [("framework", "framework", "the three choices in code; end-point conventions of the schedule", "—"),
+            ("e3", "e3_forward_process", "E3: the forward process, illustrated (no training)", "one CIFAR-10 image"),
+            ("toy", "toy_gaussian", "the diffusion-to-autoregression transition, exactly, on Gaussian data; samplers "
+                                    "against network evaluations", "— (asked for by the reviewers)"),
+            ("e1", "e1_pca_sweep", "E1: PCA basis, softness a × prior, end-point conventions", "CIFAR-10"),
+            ("e2", "e2_fourier_sweep", "E2: Fourier basis, softness a × ordering r", "CIFAR-10"),
+            ("e4", "e4_columns_extension", "E4: column-wise soft conditioning in pixel space; image extension",
+             "PatchCamelyon"),
+            ("e5", "e5_wavelet_columns", "E5: Haar wavelet levels × columns", "CIFAR-10")]
+    body = "".join(
+        f'<tr><td><a href="{page}.html">{escape(exp.upper() if exp.startswith("e") else exp)}</a></td>'
+        f"<td>{escape(what)}</td><td>{escape(paper)}</td><td>{escape(data_words(exp, 'ci'))}</td>"
+        f"<td>{escape(data_words(exp, 'gpu'))}</td></tr>" for exp, page, what, paper in rows)
+    head = "".join(f"<th>{h}</th>" for h in ("chapter", "what", "paper's data", "data, ci", "data, gpu"))
+    display_html(f'<table class="gud-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
