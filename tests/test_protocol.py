@@ -175,3 +175,77 @@ def test_evidence_selection_and_drivers():
     rows[0].pop("converged")
     assert Evidence(rows, arrays).converged(model="x") is None       # missing convergence: unknown
     assert E.score(model="x") == pytest.approx((0.05, math.hypot(math.hypot(0.01, 0.01) / 2, 0.05)))
+
+
+# ----------------------------------------------------------------------------- the gates and selection in use
+
+def _evidence(net_shift: float, full_shift: float, val_best: tuple, n: int = 400):
+    """Per-image bits/dim of a family network on a (a, r) grid, of the Gaussian model at the same
+    points, and of the full-covariance Gaussian; the network's validation values make
+    ``val_best`` the best point, its test values make another point best."""
+    rng = np.random.default_rng(5)
+    hard = rng.normal(3.0, 0.4, size=n)
+    rows, arrays = [], {}
+
+    def add(model, a, r, seed, total, val=None, converged=True):
+        rid = f"{model}/{a}/{r}/{seed}"
+        row = {"id": rid, "dataset": "d", "model": model, "a": a, "r": r, "seed": seed, "score": 0.1,
+               "score_se": 0.01, "score_val": 0.1, "score_val_se": 0.01, "flags": ""}
+        if model != "gaussian":
+            row["converged"] = converged
+        rows.append(row)
+        per = hard + total + rng.normal(0, 0.01, size=n)
+        arrays[f"per_image/{rid}"] = np.stack([per, 0 * per, per - 1, 1 + 0 * per])
+        if val is not None:
+            arrays[f"per_image_val/{rid}"] = np.stack([hard + val, 0 * hard, hard + val - 1, 1 + 0 * hard])
+            row["bpd_val"] = float((hard + val).mean())
+
+    for a, r in [(1.0, 0.0), (0.4, 1.0)]:
+        best = (a, r) == val_best
+        add("family", a, r, 0, net_shift + (0.0 if (a, r) == (0.4, 1.0) else 0.002), val=-0.5 if best else 0.0)
+        add("gaussian", a, r, None, 0.0)
+    rows.append({"id": "full", "dataset": "d", "model": "full_gaussian"})
+    arrays["per_image/full"] = np.stack([hard + full_shift] + [np.full(n, np.nan)] * 3)
+    info = {"score_full_gaussian": 1.0, "score_full_gaussian_se": 0.01, "score_gaussian": 1.0, "score_real": 0.0}
+    return Evidence(rows, arrays), info
+
+
+def test_strongest_baseline_gate():
+    E, info = _evidence(net_shift=-0.2, full_shift=-0.5, val_best=(1.0, 0.0))
+    sel = dict(dataset="d", model="family", a=1.0, r=0.0)
+    beats = P.network_gate(E, info, sel, dict(dataset="d", model="gaussian", a=1.0, r=0.0), "bpd", "net")
+    assert beats == {"net vs the Gaussian model (bits/dim)": True,
+                     "net vs the full-covariance Gaussian (bits/dim)": False}   # beats the weak one only
+    assert "full-covariance" in P.gate(converged={"net": True}, beats=beats)
+    E, info = _evidence(net_shift=-0.7, full_shift=-0.5, val_best=(1.0, 0.0))
+    beats = P.network_gate(E, info, sel, dict(dataset="d", model="gaussian", a=1.0, r=0.0), "bpd", "net")
+    assert all(beats.values()) and P.gate(converged={"net": True}, beats=beats) == ""
+    E.rows[0]["flags"] = "collapsed"
+    beats = P.network_gate(E, info, sel, dict(dataset="d", model="gaussian", a=1.0, r=0.0), "score", "net")
+    assert beats["net: samples collapsed"] is False
+
+
+def test_e2_claim_selects_on_validation_and_judges_on_test():
+    from gud.experiments import e2
+
+    cfg = {"datasets": ["d"], "a_eval": [0.4, 1.0], "r_eval": [0.0, 1.0]}
+    for val_best, word in (((0.4, 1.0), "(0.4, 1)"), ((1.0, 0.0), "(1, 0)")):
+        E, info = _evidence(net_shift=-0.7, full_shift=-0.5, val_best=val_best)
+        # grid points without rows are NaN on validation and never chosen
+        metrics = {"rows": E.rows, "datasets": {"d": {**info, "source": "d"}}}
+        c = e2.claims(cfg, metrics, E.arrays)[0]
+        assert f"best (a, r) on the validation split = {word}" in c["evidence"]
+        assert c["verdict"] in (P.HOLDS, P.NOT_ASSESSABLE, P.INCONCLUSIVE)
+        assert c["test"] == "equivalence"
+
+
+def test_convergence_rule():
+    from gud.pipeline import TrainedNet
+
+    def net(steps, stopped, cap):
+        return TrainedNet(None, steps, None, 0.0, 0.0, 0.0, stopped_early=stopped, max_steps=cap)
+
+    assert net(1200, True, 3000).converged()          # early stopping before the cap
+    assert not net(3000, False, 3000).converged()     # at the cap, whatever the curve did
+    assert not net(3000, True, 3000).converged()      # patience ran out exactly at the cap
+    assert not net(800, False, 3000).converged()      # stopped by a budget, not by its loss
