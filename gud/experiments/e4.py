@@ -130,11 +130,18 @@ CONFIGS = {
     "gpu": {**_COMMON, "datasets": [{**_GRF32, "extend_width": 64, "extend_n": 32, "check_width": 48,
                                      "reference_n": 500}], "threads": None,
             "net": "unet", "net_kwargs": {"base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 1},
-            "train_kwargs": {"amp_bf16": True, "channels_last": True},
-            "max_steps": 6000, "eval_every": 500, "patience": 3, "batch_size": 128, "lr": 2e-4,
+            "train_kwargs": {"amp_bf16": False, "channels_last": True},
+            "max_steps": 3000, "eval_every": 500, "patience": 3, "batch_size": 128, "lr": 2e-4,
             "n_time_samples": 1, "exact_chunk": 32, "weights_dtype": "bfloat16",
-            "cost_note": "estimated ~8 min on one H100/H200 (1 network of at most 6000 steps at ~30 steps/s; "
-                         "32 slides of 32 images for each extension); not yet measured"},
+            "cost_note": "sized for one slice: estimated 4.4 min on one H100/H200, not yet measured. "
+                         "U-Net 4.89M parameters (1x32x32: 4.37M): 1.94 GFLOP per image forward, 5.82 "
+                         "forward+backward (torch.utils.flop_counter); at ~3,000 training images/s on one "
+                         "H100/H200 (23 steps/s at batch 128) and ~9,000 images x NFE/s sampling: 1 network x "
+                         "3000 steps = 128 s; extensions: 2 x 32 slides x 50 steps of 32 "
+                         "images ~16 s (small batches: launch-bound), the unconditioned baseline 1024 windows x "
+                         "615 steps ~70 s, tiles ~3 s; bits/dim 6 x 3000 images = 4 s; fields and set-up ~40 s. "
+                         "fp32 (TF32 convolutions): the peer was 17-20 % slower in bf16 at this size; set "
+                         "amp_bf16 if the slice's probe (bench.json, 'faster') says bf16 wins"},
     # the paper's data: PatchCamelyon 32x32 crops (not available offline: provide it by hand,
     # see data/README.md), with the 32x32 field as the scored companion.
     "paper": {**_COMMON, "datasets": [_images_set("pcam", "pcam", 10000), _GRF32], "threads": None,

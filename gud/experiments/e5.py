@@ -125,12 +125,12 @@ CONFIGS = {
         "trajectory_ab": [[0.0, 0.0], [6.0, 0.0], [0.0, 0.5]],
         "net": "unet",
         "net_kwargs": {"base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 1},
-        "max_steps": 4000,
+        "max_steps": 2000,
         "eval_every": 500,
         "patience": 3,
         "batch_size": 128,
         "lr": 2e-4,
-        "train_kwargs": {"amp_bf16": True, "channels_last": True},
+        "train_kwargs": {"amp_bf16": False, "channels_last": True},
         "seeds": [0],
         "n_time_samples": 1,
         "n_samples": 1000,
@@ -138,8 +138,13 @@ CONFIGS = {
         "score_steps": 2000,
         "score_seed": 0,
         "weights_dtype": "bfloat16",
-        "cost_note": "estimated ~7 min on one H100/H200 (2 networks of at most 4000 steps at ~30 steps/s, "
-                     "20 grid points evaluated); not yet measured",
+        "cost_note": "sized for one slice: estimated 4.4 min on one H100/H200, not yet measured. "
+                     "U-Net 4.89M parameters (1x32x32: 4.37M): 1.94 GFLOP per image forward, 5.82 "
+                     "forward+backward (torch.utils.flop_counter); at ~3,000 training images/s on one H100/H200 "
+                     "(23 steps/s at batch 128) and ~9,000 images x NFE/s sampling: 2 networks x 2000 steps = "
+                     "171 s, sampling 5 x 1000 samples x 50 NFE = 28 s, bits/dim 21 x 3000 images = 14 s, set-up "
+                     "(data, classifier) ~50 s. fp32 (TF32 convolutions): the peer was 17-20 % slower in bf16 at "
+                     "this size; set amp_bf16 if the slice's probe (bench.json, 'faster') says bf16 wins",
     },
     # the paper: CIFAR-10, 300k steps (the paper's length; its network is not known).
     "paper": {
