@@ -382,14 +382,15 @@ def inspect(profile: str, store: ResultsStore | None = None) -> dict[str, Entry]
             out[exp] = Entry("missing")
             continue
         code = res.info.get("code_hash")
+        notes = ["no manifest.json: its files are not checked"] if "unverified" in res.info else []
         if code is None:
-            out[exp] = Entry("stored", res.path, "code hash not recorded (stored before it was)")
+            out[exp] = Entry("stored", res.path, "; ".join(notes + ["code hash not recorded (stored before it was)"]))
         elif code != now:
-            out[exp] = Entry("code drift", res.path,
-                             f"computed by code {code}, the code is now {now}; it still loads and is used "
-                             f"(recompute with `python -m gud run {exp} --profile {profile} --recompute`)")
+            out[exp] = Entry("code drift", res.path, "; ".join(notes + [
+                f"computed by code {code}, the code is now {now}; it still loads and is used "
+                f"(recompute with `python -m gud run {exp} --profile {profile} --recompute`)"]))
         else:
-            out[exp] = Entry("stored", res.path)
+            out[exp] = Entry("stored", res.path, "; ".join(notes))
     return out
 
 
