@@ -32,6 +32,7 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -237,20 +238,26 @@ def reference_stats(name: str, x: Tensor, shape: Sequence[int], cache_dir: str |
     path = data_root(cache_dir) / f"fid-{name}.npz"
     fingerprint = _fingerprint(x, shape)
     if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            if str(f["fingerprint"]) == fingerprint:
-                return f["mu"].copy(), f["sigma"].copy()
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["fingerprint"]) == fingerprint:
+                    return f["mu"].copy(), f["sigma"].copy()
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            warnings.warn(f"ignoring the damaged FID statistics cache {path} ({type(exc).__name__}: {exc}); "
+                          "computing them again", stacklevel=2)
     mu, sigma = fid_stats(x, shape, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, mu=mu, sigma=sigma, n=np.int64(x.shape[0]), fingerprint=np.str_(fingerprint))
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as exc:  # a cache only: an unwritable data folder costs a recomputation next time
+        warnings.warn(f"could not cache the FID statistics in {path.parent} ({exc.strerror or exc})", stacklevel=2)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        raise
     return mu, sigma
 
 

@@ -16,7 +16,6 @@ import time
 import types
 
 import numpy as np
-import torch
 
 CONFIGS = {
     "ci": {"steps": 30, "factor": 1.0, "threads": 1, "missing_data": False},

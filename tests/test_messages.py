@@ -60,3 +60,23 @@ def test_unwritable_scorer_cache_only_warns(monkeypatch, tmp_path):
         model, acc = M.train_feature_classifier(x, torch.arange(40) % 2, (1, 8, 8), steps=2,
                                                 cache_path=tmp_path / "ro" / "scorer.pt")
     assert isinstance(model, M.FeatureClassifier) and 0 <= acc <= 1
+
+
+def test_damaged_fid_cache_is_recomputed(monkeypatch, tmp_path):
+    import gud.fid as F
+
+    calls = []
+
+    def stats(x, shape, **kw):
+        calls.append(1)
+        return np.zeros(2), np.eye(2)
+
+    monkeypatch.setattr(F, "fid_stats", stats)
+    x = torch.zeros(4, 64)
+    F.reference_stats("probe", x, (1, 8, 8), cache_dir=tmp_path)
+    (tmp_path / "fid-probe.npz").write_bytes(b"PK\x03\x04 damaged")
+    with pytest.warns(UserWarning, match="damaged FID statistics cache"):
+        mu, _ = F.reference_stats("probe", x, (1, 8, 8), cache_dir=tmp_path)
+    assert len(calls) == 2 and mu.shape == (2,)
+    F.reference_stats("probe", x, (1, 8, 8), cache_dir=tmp_path)
+    assert len(calls) == 2  # rewritten and reused
