@@ -532,19 +532,22 @@ class SampleChecks:
       image than all but :data:`MEMORISATION_QUANTILE` of ``x_heldout`` are; about that share
       for fresh samples of the data distribution, 1 for copies of training images.  Flagged when
       it exceeds :data:`MEMORISATION_FLAG` by more than two binomial standard errors;
-    * **class coverage**: ``1 - TV(p, q)`` between the classes the score's classifier assigns to
-      the samples (``p``, the noise class of a noise-aware classifier included) and to the
-      reference images (``q``); 1 for a faithful class mix, about ``q_k`` for samples of one
-      class k.  Flagged when it stays below :data:`COVERAGE_FLAG` by more than two standard errors.
+    * **class coverage**: ``1 - TV(p, q)`` between the data classes the score's classifier assigns
+      to the samples (``p``) and to the reference images (``q``), the "corrupted" class of a
+      noise-aware classifier (``corrupted=True``) left out; 1 for a faithful class mix, about
+      ``q_k`` for samples of one class k.  Flagged when it stays below :data:`COVERAGE_FLAG` by more than two standard errors.
 
     ``checks(x) -> {"memorised", "memorised_se", "coverage", "coverage_se", "flags"}``.
     """
 
     def __init__(self, classifier: nn.Module, shape, x_train: Tensor, x_heldout: Tensor, x_reference: Tensor,
-                 *, batch: int = 1024) -> None:
+                 *, corrupted: bool = True, batch: int = 1024) -> None:
         self.classifier = classifier.eval()
         self.shape = tuple(int(s) for s in shape)
         self.batch = batch
+        n_out = int(getattr(classifier, "n_classes", 0)) or int(classifier.head.out_features)
+        #: data classes: all outputs but the last of a noise-aware classifier (``corrupted=True``)
+        self.n_data_classes = n_out - 1 if corrupted else n_out
         self.x_train = _check_samples(x_train, "x_train", math.prod(self.shape), min_n=2)
         held = _check_samples(x_heldout, "x_heldout", math.prod(self.shape), min_n=20)
         self.threshold = float(torch.quantile(_nearest_sq_distance(held, self.x_train), MEMORISATION_QUANTILE))
@@ -552,12 +555,15 @@ class SampleChecks:
 
     @torch.no_grad()
     def _classes(self, x: Tensor) -> Tensor:
+        """Class frequencies ``[K]`` of the data classes (argmax over the data classes only: the
+        extra "corrupted" class of a noise-aware classifier measures quality, which KCD scores,
+        not coverage)."""
         device = next(self.classifier.parameters()).device
         img = x.reshape(-1, *self.shape)
-        pred = torch.cat([self.classifier(img[i:i + self.batch].to(device)).argmax(1).cpu()
+        k = self.n_data_classes
+        pred = torch.cat([self.classifier(img[i:i + self.batch].to(device))[:, :k].argmax(1).cpu()
                           for i in range(0, len(img), self.batch)])
-        n_classes = int(getattr(self.classifier, "n_classes", int(pred.max()) + 1))
-        return torch.bincount(pred, minlength=n_classes).double() / len(pred)
+        return torch.bincount(pred, minlength=k).double() / len(pred)
 
     def __call__(self, x: Tensor) -> dict:
         x = _check_samples(x, "x", math.prod(self.shape), min_n=2)

@@ -179,10 +179,11 @@ class TrainedNet:
     max_steps: int | None = None  # the step cap
 
     def converged(self) -> bool:
-        """The book's one convergence rule: the validation loss flattened before the step cap, i.e.
-        early stopping ended the run (``patience`` evaluations without improvement).  A network
-        that reached the step cap has not converged, however slowly it was still improving."""
-        return bool(self.stopped_early) and self.steps < self.max_steps if self.max_steps else bool(self.stopped_early)
+        """The book's one convergence rule: the validation loss flattened within the step budget,
+        i.e. early stopping ended the run (``patience`` evaluations without improvement, at the
+        latest at the cap).  A network that reached the step cap with its validation loss still
+        improving within its last ``patience`` evaluations has not converged."""
+        return bool(self.stopped_early)
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "best_step": self.best_step, "train_s": self.wall_time,
@@ -411,7 +412,8 @@ def record(rows: list, arrays: dict, row: dict, ev: Mapping[str, Any] | None = N
     """Append ``row`` (identity fields) with the scalars of evaluation ``ev`` to ``rows`` and its
     per-image bits/dim to ``arrays["per_image/<id>"]`` (and ``per_image_val/<id>``); the id is
     built from the row's identity fields."""
-    rid = "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in row.values() if v is not None)
+    rid = "/".join(f"{v:g}" if isinstance(v, float) else str(v) for k, v in row.items()
+                   if v is not None and k != "converged")
     if any(r["id"] == rid for r in rows):
         raise ValueError(f"duplicate evaluation id {rid!r}")
     out = {"id": rid, **row}

@@ -246,6 +246,6 @@ def test_convergence_rule():
         return TrainedNet(None, steps, None, 0.0, 0.0, 0.0, stopped_early=stopped, max_steps=cap)
 
     assert net(1200, True, 3000).converged()          # early stopping before the cap
-    assert not net(3000, False, 3000).converged()     # at the cap, whatever the curve did
-    assert not net(3000, True, 3000).converged()      # patience ran out exactly at the cap
+    assert net(3000, True, 3000).converged()          # patience ran out at the last evaluation: flattened
+    assert not net(3000, False, 3000).converged()     # at the cap, still improving within its patience
     assert not net(800, False, 3000).converged()      # stopped by a budget, not by its loss

@@ -56,7 +56,7 @@ CONFIGS = {
         "gamma_noise": 3.0,
         "net": "mlp",
         "net_kwargs": {"hidden": 256, "depth": 3},
-        "max_steps": 3000,
+        "max_steps": 4000,
         "eval_every": 200,
         "patience": 3,
         "batch_size": 256,
@@ -223,7 +223,7 @@ def claims(cfg: dict, metrics: dict, arrays) -> list[dict]:
     grid = [(float(a), float(r)) for r in cfg["r_eval"] for a in cfg["a_eval"]]
     for ds in cfg["datasets"]:
         info = metrics["datasets"][ds]
-        margins = {"bpd": P.BPD_MARGIN, "score": P.score_margin(info["score_gaussian"], info["score_real"])}
+        margins = {"bpd": P.BPD_MARGIN, "score": P.score_margin(info["score_gaussian"], info["score_real"], info["score_full_gaussian"])}
         sel = lambda model, a, r: dict(dataset=ds, model=model, a=a, r=r)  # noqa: E731
 
         def fmt(m, a, r):

@@ -371,7 +371,7 @@ def claims(cfg: dict, metrics: dict, arrays) -> list[dict]:
     names = {"bpd": "bits/dim", "score": "KCD"}
     for ds in cfg["datasets"]:
         info = metrics["datasets"][ds]
-        margins = {"bpd": P.BPD_MARGIN, "score": P.score_margin(info["score_gaussian"], info["score_real"])}
+        margins = {"bpd": P.BPD_MARGIN, "score": P.score_margin(info["score_gaussian"], info["score_real"], info["score_full_gaussian"])}
         sel = lambda a, b: dict(dataset=ds, model="family" if b is not None else "standard", a=float(a),  # noqa: E731
                                 b=None if b is None else float(b))
         gsel = lambda a, b: dict(dataset=ds, model="gaussian" if b is not None else "gaussian_standard",  # noqa: E731
