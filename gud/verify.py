@@ -29,7 +29,7 @@ import numpy as np
 
 from .stats import TERMS, image_estimate
 
-__all__ = ["Z_VERIFY", "REL_TOL", "Check", "checks_of", "compare", "verify"]
+__all__ = ["Z_VERIFY", "REL_TOL", "Check", "checks_of", "compare", "verify", "refresh_claims"]
 
 #: A recomputed number may differ from the reference by this many standard errors of the difference.
 Z_VERIFY = 4.0
@@ -153,3 +153,23 @@ def verify(experiments, profile: str, reference_store, recomputed_store) -> list
             continue
         out += compare(checks_of(ref.metrics, ref.arrays), checks_of(new.metrics, new.arrays), prefix=f"{exp}: ")
     return out
+
+
+def refresh_claims(experiment: str, profile: str, store, config: Mapping[str, Any] | None = None) -> dict:
+    """Recompute the claims (and a ``summary``, where the chapter has one) of a stored result from
+    its stored numbers with the current code of the chapter's ``claims``: after a change of the
+    protocol or of a claim's wording, no training and no evaluation is repeated.  Returns the
+    new metrics (written with :meth:`gud.results.ResultsStore.update_metrics`)."""
+    import importlib
+
+    from .profiles import experiment_config
+
+    cfg = dict(experiment_config(experiment, profile) if config is None else config)
+    mod = importlib.import_module(f"gud.experiments.{experiment}")
+    res = store.require(experiment, profile, cfg)
+    extra = {}
+    if hasattr(mod, "summary"):
+        extra["summary"] = mod.summary(cfg, res.metrics, res.arrays)
+    metrics = {**res.metrics, **extra}
+    extra["claims"] = mod.claims(cfg, metrics, res.arrays)
+    return store.update_metrics(experiment, profile, cfg, extra).metrics

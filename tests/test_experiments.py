@@ -61,6 +61,13 @@ def test_e2_micro(where):
     fam = [r for r in res.metrics["rows"] if r["model"] == "family"]
     assert len(fam) == 2 * 4 and all(math.isfinite(r["score"]) for r in fam)
     assert 0 < res.metrics["datasets"]["digits"]["offdiagonal_share"] < 1
+    # claims are a function of the stored numbers: refreshing them from the store changes nothing,
+    # and repairs claims written by other code
+    from gud.verify import refresh_claims
+
+    cfg, store = micro("e2"), where["store"]
+    store.update_metrics("e2", "ci", cfg, {"claims": [{**c, "verdict": "holds"} for c in res.metrics["claims"]]})
+    assert refresh_claims("e2", "ci", store, cfg)["claims"] == res.metrics["claims"]
 
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path):

@@ -347,7 +347,7 @@ def claims(cfg: dict, metrics: dict, arrays) -> list[dict]:
                 legs.append(guarded(P.equivalence(d, e, margins[m], text) if math.isfinite(margins[m]) else
                                     P.not_assessable("equivalence", "no sample-score margin", text),
                                     [gate("family", p, sorted({1.0, best}), m)]))
-        out.append(P.claim(ds, "e1-near-optimal", "a ≈ 1 (standard diffusion's SNR paths) is near-optimal", "yes",
+        out.append(P.claim(ds, "e1-near-optimal", "a ≈ 1 (the order of standard diffusion) is near-optimal", "yes",
                            P.combine(legs), margin=_margins(margins), driver="; ".join(drivers)))
 
         # 3. the priors rank differently on likelihood and on sample quality (opposite ranking at a = 1);
