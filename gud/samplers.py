@@ -76,7 +76,7 @@ from .schedules import NoiseState, Schedule, alpha_sigma
 
 __all__ = ["time_grid", "log_snr_grid", "make_grid", "nfe", "steps_for_nfe", "sample",
            "euler_maruyama", "heun", "ddim", "ancestral", "dpmpp", "dpmpp_2m", "dpmpp_3m",
-           "dpmpp_2m_sde", "dpmpp_3m_sde", "SAMPLERS", "GRIDS", "DEFAULT_GRID"]
+           "dpmpp_2m_sde", "dpmpp_3m_sde", "SAMPLERS", "GRIDS", "DEFAULT_GRID", "SDE_WARP"]
 
 Condition = tuple[Tensor, Tensor]
 Noise = Callable[[Tensor], Tensor]
@@ -110,7 +110,7 @@ def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0, dtype=torch.fl
 
 
 def log_snr_grid(schedule: Schedule, steps: int, *, params=None, t_max: float = 1.0,
-                 t_min: float = 0.0, n_fine: int = 2049, dtype=torch.float64) -> Tensor:
+                 t_min: float = 0.0, n_fine: int = 2049, dtype=torch.float64, warp: float = 1.0) -> Tensor:
     r"""Grid ``[steps + 1]`` from ``t_max`` down to ``t_min`` whose steps all have the same largest
     per-component half-log-SNR step: uniform in
     :math:`\Lambda(t) = \int_t^{t_{max}} \max_i |d\lambda_i|`, :math:`\lambda_i = -\gamma_i/2`
@@ -125,9 +125,15 @@ def log_snr_grid(schedule: Schedule, steps: int, *, params=None, t_max: float = 
     it starves components that move while few others do.)  Computed by inverting
     :math:`\Lambda` on ``n_fine`` uniform times (piecewise linear); where nothing moves the grid
     is uniform in t.
+
+    ``warp`` < 1 places the grid at the fractions :math:`1 - (1 - k/N)^{warp}` of
+    :math:`\Lambda` instead of :math:`k/N`: steps shorter by the factor ``warp`` at the noisy
+    start, longer at the end (:data:`SDE_WARP`, the default of the SDE samplers).
     """
     steps = _check_steps(steps)
     t_max, t_min = _check_interval(t_max, t_min)
+    if not 0.0 < float(warp) <= 1.0:
+        raise ValueError(f"warp must be in (0, 1]; got {warp}")
     n_fine = max(int(n_fine), 8 * steps + 1)
     tf = torch.linspace(t_max, t_min, n_fine, dtype=torch.float64)
     rate = torch.zeros(n_fine - 1, dtype=torch.float64)
@@ -137,9 +143,12 @@ def log_snr_grid(schedule: Schedule, steps: int, *, params=None, t_max: float = 
         g = schedule.gamma(tf, row).to(torch.float64)  # [n_fine, D]
         rate = torch.maximum(rate, 0.5 * (g[1:] - g[:-1]).abs().amax(-1))
     tau = torch.cat([torch.zeros(1, dtype=torch.float64), rate.cumsum(0)])
+    frac = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    if float(warp) != 1.0:
+        frac = 1.0 - (1.0 - frac) ** float(warp)
     if not bool(tau[-1] > 0) or not bool(torch.isfinite(tau[-1])):
-        return time_grid(steps, t_max, t_min, dtype)
-    target = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64) * tau[-1]
+        return (t_max - frac * (t_max - t_min)).to(dtype)
+    target = frac * tau[-1]
     j = torch.searchsorted(tau, target, right=True).clamp(1, n_fine - 1) - 1
     seg = tau[j + 1] - tau[j]
     frac = torch.where(seg > 0, (target - tau[j]) / torch.where(seg > 0, seg, 1.0), 0.0).clamp(0, 1)
@@ -153,9 +162,23 @@ def _uniform_grid(schedule: Schedule, steps: int, *, params=None, t_max: float =
     return time_grid(steps, t_max, t_min, dtype)
 
 
+#: The warp of the SDE samplers' default grid (``"lambda-sde"``): their first steps, which the
+#: multistep start-up takes at first and second order, are 0.8 of the even log-SNR step.  On
+#: exact Gaussian data at 25 evaluations it brings DPM-Solver++(3M) SDE within 0.015 of
+#: 1000-step Euler-Maruyama in every convention at a = 0.2, 1, 2 for both priors of the 8x8
+#: digits in PCA (spectrum over 3.3 decades; even grid: 0.032 at a = 2), and lowers the error
+#: of every 16-component test case (tests/test_samplers_fast.py, tests/test_samplers_spectrum.py).
+SDE_WARP = 0.8
+
+
+def _sde_grid(schedule: Schedule, steps: int, **kw) -> Tensor:
+    return log_snr_grid(schedule, steps, warp=SDE_WARP, **kw)
+
+
 #: Grid constructors by name: ``"t"`` uniform in time, ``"lambda"`` equal largest
-#: per-component half-log-SNR step (:func:`log_snr_grid`).
-GRIDS: dict[str, Callable[..., Tensor]] = {"t": _uniform_grid, "lambda": log_snr_grid}
+#: per-component half-log-SNR step (:func:`log_snr_grid`), ``"lambda-sde"`` the same with
+#: shorter steps at the noisy start (``warp`` :data:`SDE_WARP`).
+GRIDS: dict[str, Callable[..., Tensor]] = {"t": _uniform_grid, "lambda": log_snr_grid, "lambda-sde": _sde_grid}
 
 
 def make_grid(schedule: Schedule, steps: int, kind: str = "t", *, params=None,
@@ -452,7 +475,7 @@ _STEP_NFE: dict[str, Callable[[int], int]] = {"heun": lambda s: 2 * s - 1}
 #: original uniform grid).
 DEFAULT_GRID: dict[str, str] = {"em": "t", "heun": "t", "ddim": "t", "ancestral": "t",
                                 "dpmpp_2m": "lambda", "dpmpp_3m": "lambda",
-                                "dpmpp_2m_sde": "lambda", "dpmpp_3m_sde": "lambda"}
+                                "dpmpp_2m_sde": "lambda-sde", "dpmpp_3m_sde": "lambda-sde"}
 
 
 def _check_method(method: str) -> None:
