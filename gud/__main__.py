@@ -207,7 +207,9 @@ def _parallel(exps: list[str], args) -> int:
                         failed.append((exp, EXIT_INCOMPLETE))
                         continue
                     budget = ["--budget-s", repr(left)]
-                running[exp] = subprocess.Popen(base + budget + [exp], env=env)
+                # own session: a Ctrl-C reaches the workers once, forwarded below (a second one would
+                # stop them without a checkpoint)
+                running[exp] = subprocess.Popen(base + budget + [exp], env=env, start_new_session=True)
             time.sleep(0.5)
             for exp, proc in list(running.items()):
                 if proc.poll() is not None:
@@ -216,6 +218,7 @@ def _parallel(exps: list[str], args) -> int:
                         failed.append((exp, proc.returncode))
     except KeyboardInterrupt as exc:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signum = getattr(exc, "signum", signal.SIGINT)
         for proc in running.values():  # each worker checkpoints and says what it left
             proc.send_signal(signum)

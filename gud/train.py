@@ -521,6 +521,8 @@ def train(
     handlers: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is signal.SIG_IGN:  # e.g. SIGINT of a background job: stays ignored
+                continue
             try:
                 handlers[sig] = signal.signal(sig, on_signal)
             except (ValueError, OSError):  # pragma: no cover - embedded interpreters
