@@ -72,6 +72,7 @@ VALUE_WORDS = {
     "unet": "U-Net", "whitened": "whitened (matched to the data's variances)", "unwhitened": "white noise",
     "snr": "true SNR (the paper's)", "process": "process γ (the released code's)",
     "process-clipped": "process γ, clipped", "ou": "Ornstein–Uhlenbeck (exponential)",
+    "china": "a photograph (scikit-learn's china.jpg)", "cifar10": "CIFAR-10", "mnist": "MNIST",
 }  # fmt: skip
 _CURRENT: "Chapter | None" = None  # the chapter whose tables table() numbers
 
@@ -219,7 +220,9 @@ class Chapter:
         ds = (self.shown.metrics.get("datasets") if self.shown is not None else None) or {}
         sources = [v["source"] for v in ds.values() if isinstance(v, dict) and v.get("source")] if isinstance(ds, dict) else []
         rows = [[k, "; ".join(sources) if k == "data" and sources else v] for k, v in rows]
-        table(["setting", "value"], rows,
+        half = -(-len(rows) // 2)  # two settings per line: the table stays short
+        rows = [left + (rows[half + i] if half + i < len(rows) else ["", ""]) for i, left in enumerate(rows[:half])]
+        table(["setting", "value", "setting", "value"], rows,
               caption=f"the main settings of this chapter; profile {profile}")
         display_html(f"<p class='gud-config-link'>Every setting, as stored with the result: "
                      f"<a href='configurations.html#config-{escape(self.experiment)}'>configurations</a>.</p>")
