@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any, Sequence
@@ -153,6 +153,7 @@ class Chapter:
     n_figures: int = 0
     n_tables: int = 0
     stems: dict | None = None  # figure name -> numbered file stem
+    parts: dict = field(default_factory=dict)  # figure name -> [number, index of its last part]
     shown: Result | None = None
 
     @property
@@ -250,18 +251,30 @@ class Chapter:
         return "; ".join(parts) + "."
 
     def figure(self, fig, name: str, caption: str = "", show: bool = True, seeds: bool = True,
-               sampler: bool | str = False, steps: int | None = None):
+               sampler: bool | str = False, steps: int | None = None, part: str | None = None):
         """Number ``fig`` within the chapter ("Figure E1.3"), check that its text is legible at
         page width, save it as ``book/figures/<profile>/<experiment>-<n>-<name>.png|pdf`` (the
         profile of the result shown) and display it with its caption and the anchor
-        ``#fig-<experiment>-<n>``; the caption ends with the data, profile, seeds and sampler."""
+        ``#fig-<experiment>-<n>``; the caption ends with the data, profile, seeds and sampler.
+
+        Figures drawn in a loop (one per data set) pass ``part`` (e.g. the data set): they share
+        one number and are lettered in order ("Figure E4.3a", file ``e4-3a-<name>-<part>``), so
+        that the numbers of the figures after them do not depend on how many data sets a
+        profile has."""
         import matplotlib.pyplot as plt
 
         from .plotting import text_px
 
-        self.n_figures += 1
-        n, self.stems = self.n_figures, self.stems or {}
+        self.stems = self.stems or {}
         slug = name[len(self.experiment) + 1:] if name.startswith(self.experiment + "-") else name
+        if part is None or name not in self.parts:
+            self.n_figures += 1
+            self.parts[name] = [self.n_figures, 0]
+        else:
+            self.parts[name][1] += 1
+        n = f"{self.parts[name][0]}" if part is None else f"{self.parts[name][0]}{'abcdefghijklmnopqrstuvwxyz'[self.parts[name][1]]}"
+        if part is not None:
+            slug, name = f"{slug}-{part}", f"{name}-{part}"
         stem = self.stems[name] = f"{self.experiment}-{n}-{slug}"
         natural_px, width_in = text_px(fig, DISPLAY_DPI)
         shown_px = natural_px * min(1.0, COLUMN_PX / (width_in * DISPLAY_DPI))

@@ -250,7 +250,7 @@ def test_figures_legible_and_numbered(page: Path):
              for f in report.get("figures", []) if f["minTextPx"] < MIN_TEXT_PX - 0.05]
     assert not small, f"{page.name}: figure text under {MIN_TEXT_PX:g} px at {WIDTH} px:\n" + "\n".join(small)
     text = page.read_text(encoding="utf-8")
-    for m in re.finditer(r'<figure class="gud-figure" id="fig-([\w-]+?)-(\d+)">.*?<figcaption[^>]*>(.*?)</figcaption>',
+    for m in re.finditer(r'<figure class="gud-figure" id="fig-([\w-]+?)-(\d+[a-z]?)">.*?<figcaption[^>]*>(.*?)</figcaption>',
                          text, flags=re.S):
         caption = _norm(re.sub(r"<[^>]+>", "", m.group(3)))
         assert re.match(rf"Figure [A-Z]\d?\.{m.group(2)}\. \S", caption), (
