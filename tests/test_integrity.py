@@ -106,7 +106,7 @@ def test_load_model_refuses_garbled_weights_and_says_what_is_missing(fake):
     where, _ = fake
     res = run("fake", "ci", **where)
     lm = load_model("fake", "net", "ci", store=where["store"])
-    assert abs(float(sum(p.double().sum() for p in lm.model.net.parameters())) - res.metrics["w"]) < 1e-3
+    assert abs(float(sum(p.detach().double().sum() for p in lm.model.net.parameters())) - res.metrics["w"]) < 1e-3
     w = res.path / "weights" / "net.safetensors"
     garble(w, "junk")
     with pytest.raises(CorruptResultError, match="net.safetensors.*--recompute"):
