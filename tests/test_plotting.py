@@ -130,3 +130,58 @@ def test_wavelet_trajectory_and_windows_draw():
     draw_windows(ax, np.zeros(3), np.ones(3), np.array([2.0, 0.0, 1.0]), Normalize(0, 2))
     assert ax.get_xlim() == (0, 1) and ax.get_ylim() == (-0.5, 2.5)
     plt.close(fig)
+
+
+def _chapter(monkeypatch, tmp_path, shown=[]):  # noqa: B006 (collects the displayed HTML)
+    from gud import book
+
+    monkeypatch.setattr(book, "save_figure", lambda fig, stem, profile: _save(fig, tmp_path / f"{stem}.png"))
+    monkeypatch.setattr(book, "display_html", shown.append)
+    ch = book.Chapter("e1", "ci", {"seeds": [0, 1], "sampler": "dpmpp_3m_sde", "sampler_steps": 49})
+    ch.shown_profile = "ci"
+    monkeypatch.setattr(book, "_CURRENT", ch)
+    return ch, shown
+
+
+def _save(fig, path):
+    fig.savefig(path, dpi=50)
+    return path
+
+
+def test_chapter_numbers_figures_and_tables_per_chapter(monkeypatch, tmp_path):
+    from gud import book
+
+    ch, shown = _chapter(monkeypatch, tmp_path, [])
+    for name in ("e1-curves", "e1-samples"):
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.plot([0, 1])
+        ch.figure(fig, name, "What is shown.", sampler=True)
+    for ds in ("mnist", "cifar10"):
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ch.figure(fig, "e1-grid", "Per data set.", part=ds)
+    book.table(["a"], [[1]], caption="numbers")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "e1-1-curves.png", "e1-2-samples.png", "e1-3a-grid-mnist.png", "e1-3b-grid-cifar10.png"]
+    assert 'id="fig-e1-2"' in shown[1] and "<b>Figure E1.2.</b> What is shown." in shown[1]
+    assert "seeds 0, 1" in shown[1] and "DPM-Solver++(3M) SDE, 49 steps" in shown[1] and "profile ci" in shown[1]
+    assert 'id="fig-e1-3b"' in shown[3] and "Figure E1.3b." in shown[3]
+    assert 'id="tab-e1-1"' in shown[4] and "Table E1.1. Numbers; profile ci." in shown[4]
+
+
+def test_chapter_figure_refuses_text_too_small_at_page_width(monkeypatch, tmp_path):
+    ch, _ = _chapter(monkeypatch, tmp_path, [])
+    fig, ax = plt.subplots(figsize=(14, 3))  # shown at 720 px: about half size
+    ax.set_title("title", fontsize=10)
+    ax.tick_params(labelsize=8)
+    with pytest.raises(ValueError, match="smallest text"):
+        ch.figure(fig, "e1-wide")
+    assert not list(tmp_path.iterdir())
+
+
+def test_settings_rows_in_words():
+    from gud.book import settings_rows
+
+    rows = dict(settings_rows({"basis": "pca", "sampler": "dpmpp_3m_sde", "seeds": [0, 1], "net_kwargs": {"hidden": 8},
+                               "limit": None, "eval_every": 200, "label_rows": {"x": 1}}))
+    assert rows == {"basis": "PCA", "sampler": "DPM-Solver++(3M) SDE", "seeds": "0, 1", "network size": "hidden 8",
+                    "validation loss every (steps)": "200"}
