@@ -16,7 +16,8 @@ whole (every part fits), else left out and named in the log:
 1. ``results.tgz.N``: the new results without their weights (what the book reads), or, if that
    does not fit, one ``results-<exp>.tgz.N`` per experiment in ``--order``;
 2. ``weights-<exp>.tgz.N``: the trained networks (``weights/`` of each new result), in
-   ``--order``, while room is left.
+   ``--order``, while room is left; where an experiment's networks do not fit together, one
+   archive per file (``weights-<exp>-<name>.tgz.N``; a PCA basis before the networks needing it).
 
 Checkpoints (``runs/``) are never packed: a 4.9M-parameter U-Net's checkpoint is ~80 MB, more
 than a slice can bring back or carry in; experiments are sized to finish within one slice.
@@ -96,11 +97,12 @@ def pack(root: Path, stamp: Path, out: Path, order: list[str] | None = None, *, 
     state = {"files": len(used_files), "bytes": sum(p.stat().st_size for p in used_files),
              "written": [], "left_out": []}
 
-    def emit(name: str, data: bytes) -> bool:
+    def emit(name: str, data: bytes, quiet: bool = False) -> bool:
         parts = [data[i:i + part_bytes] for i in range(0, len(data), part_bytes)] or [b""]
         if state["files"] + len(parts) > max_files or state["bytes"] + len(data) > max_bytes:
-            state["left_out"].append(f"{name} ({len(data) / 1e6:.1f} MB in {len(parts)} part(s): no room)")
-            log(f"pack: left out {state['left_out'][-1]}")
+            if not quiet:
+                state["left_out"].append(f"{name} ({len(data) / 1e6:.1f} MB in {len(parts)} part(s): no room)")
+                log(f"pack: left out {state['left_out'][-1]}")
             return False
         for i, part in enumerate(parts):
             (out / f"{name}.{i}").write_bytes(part)
@@ -119,10 +121,35 @@ def pack(root: Path, stamp: Path, out: Path, order: list[str] | None = None, *, 
             emit(f"results-{e}.tgz", _tgz(root, _members(root, folders[e], weights=False)))
     for e in exps:
         members = _members(root, folders[e], weights=True)
-        if members:
-            emit(f"weights-{e}.tgz", _tgz(root, members))
+        if not members or emit(f"weights-{e}.tgz", _tgz(root, members), quiet=True):
+            continue
+        # not all of them: each network alone (a PCA basis file before the networks that need it)
+        bases = [m for m in members if m.name.startswith("basis-")]
+        have = {m.name for m in bases if emit(f"weights-{e}-{m.stem}.tgz", _tgz(root, [m]))}
+        for m in members:
+            if m in bases:
+                continue
+            need = _basis_file(root / m)
+            if need is not None and need not in have:
+                state["left_out"].append(f"{m.name} (its basis {need} did not fit)")
+                continue
+            emit(f"weights-{e}-{m.stem}.tgz", _tgz(root, [m]))
     log(f"pack: {state['files']} files, {state['bytes'] / 1e6:.1f} MB in {out}")
     return state
+
+
+def _basis_file(path: Path) -> str | None:
+    """The PCA basis file a network's weights file names (``spec.basis.file`` in its safetensors
+    metadata), or None."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= 100_000_000:
+                return None
+            meta = json.loads(f.read(n)).get("__metadata__", {})
+        return json.loads(meta.get("spec", "{}")).get("basis", {}).get("file")
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def unpack(directory: Path, root: Path, log=print) -> list[str]:

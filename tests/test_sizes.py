@@ -295,6 +295,9 @@ def test_what_comes_back_fits(built, tmp_path, pair):
     assert sum(f.stat().st_size for f in files) <= 60 * MB
     assert state["written"] and state["written"][0].startswith("results.tgz"), state
     assert len([f for f in files if f.name.startswith("results.tgz.")]) <= 3, state
+    if "e1" in pair:  # E1's networks do not all fit beside the results: its PCA basis and some do
+        assert any(w.startswith("weights-e1-basis-pca-") for w in state["written"]), state
+        assert any(w.startswith("weights-e1-family") for w in state["written"]), state
     print(f"\ncomes back ({' + '.join(pair)}):", state["written"], "left out:", state["left_out"])
 
 
