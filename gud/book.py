@@ -40,7 +40,8 @@ FIGURES = REPO / "book" / "figures"
 
 #: The letter(s) of each chapter's figure and table numbers ("Figure E1.3"): numbers are per
 #: chapter, so a chapter's numbers do not move when another chapter changes.
-TAGS = {"framework": "F", "e3": "E3", "toy": "T", "e1": "E1", "e2": "E2", "e4": "E4", "e5": "E5"}
+TAGS = {"framework": "F", "e3": "E3", "toy": "T", "e1": "E1", "e2": "E2", "e4": "E4", "e5": "E5", "compute": "C",
+        "configurations": "K"}
 #: Samplers in words (captions and settings tables).
 SAMPLER_NAMES = {
     "dpmpp_3m_sde": "DPM-Solver++(3M) SDE", "dpmpp_2m_sde": "DPM-Solver++(2M) SDE", "dpmpp_3m": "DPM-Solver++(3M)",
@@ -95,7 +96,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence], caption: str | None =
     ch.n_tables += 1
     profile = ch.shown_profile or ch.profile
     text = (caption or "").strip()
-    if f"profile {profile}" not in text:
+    if "profile" not in text:  # a caption about another profile says so itself
         text = f"{text}; profile {profile}" if text else f"Profile {profile}"
     label = f"Table {ch.tag}.{ch.n_tables}. "
     display_html(f'<div class="gud-numbered" id="tab-{ch.experiment}-{ch.n_tables}">'
@@ -380,9 +381,12 @@ def configurations(profiles: Sequence[str] = ("ci", "gpu", "paper")) -> None:
                      f"(<code>{escape(exp)}</code>)</p>{''.join(parts)}</div>")
 
 
-def notes_banner(profile: str | None = None) -> None:
-    """The banner of a page that is not one experiment (the compute notes)."""
+def notes_banner(profile: str | None = None, page: str = "compute") -> None:
+    """The banner of a page that is not one experiment (the compute notes); the page's tables
+    are numbered like a chapter's ("Table C.1")."""
+    global _CURRENT
     profile = profile or current_profile()
+    _CURRENT = Chapter(page, profile, {}, shown_profile=profile)
     display_html(f'<div class="gud-profile-banner admonition note"><p class="admonition-title">Profile '
                  f'<code>{escape(profile)}</code></p><p><b>Data:</b> {escape(PROFILE_TEXT.get(profile, ""))}.<br>'
                  f"<b>Compute:</b> as stated in each table.</p></div>")
