@@ -646,8 +646,11 @@ def load_weights(path: str | os.PathLike, device: str = "cpu", repair: str | Non
         if not bpath.exists():
             raise FileNotFoundError(f"{path.name} needs its PCA basis {b['file']} beside it in {path.parent}")
         _weights_check(bpath, repair)
-        with safe_open(str(bpath), framework="pt", device="cpu") as f:
-            tensors.update({k: f.get_tensor(k) for k in f.keys()})
+        try:
+            with safe_open(str(bpath), framework="pt", device="cpu") as f:
+                tensors.update({k: f.get_tensor(k) for k in f.keys()})
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CorruptResultError(bpath, f"unreadable safetensors file: {type(exc).__name__}: {exc}", repair) from exc
     if b["name"] == "pca":
         basis = PCABasis(b["shape"], tensors["basis.components"].double(), tensors["basis.variance"],
                          tensors["basis.channel"])
