@@ -353,7 +353,7 @@ def run(experiment: str, profile: str | None = None, *, config: Mapping[str, Any
 class Entry:
     """What the store holds for one experiment's current configuration."""
 
-    state: str  # "stored" | "code drift" | "missing" | "corrupt"
+    state: str  # "stored" | "code drift" | "missing" | "corrupt" | "error" (the experiment's module fails)
     path: Path | None = None
     detail: str = ""
 
@@ -371,6 +371,9 @@ def inspect(profile: str, store: ResultsStore | None = None) -> dict[str, Entry]
         try:
             cfg = experiment_config(exp, profile)
         except ValueError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - a broken experiment module must not hide the others
+            out[exp] = Entry("error", None, f"its configuration cannot be read: {type(exc).__name__}: {exc}")
             continue
         try:
             res = store.load(exp, profile, cfg)

@@ -142,3 +142,20 @@ def test_fid_grows_with_noise(real, real_feats):
         values.append(frechet_from_features(real_feats, noisy))
     assert values[0] == pytest.approx(0.0, abs=1e-6)
     assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+def test_one_fid_path_and_no_import_cycle():
+    """gud.metrics and gud.fid do not import each other (the Fréchet distance lives in gud.frechet),
+    and the torchmetrics path is gone."""
+    import ast
+    from pathlib import Path
+
+    import gud.metrics as metrics_module
+
+    for module, other in (("metrics", "fid"), ("fid", "metrics")):
+        tree = ast.parse((Path(fid_module.__file__).parent / f"{module}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert other not in imported and f"gud.{other}" not in imported, (module, imported)
+    assert not hasattr(metrics_module, "inception_fid") and not hasattr(metrics_module, "fid")
+    assert metrics_module.frechet_distance is fid_module.frechet_distance
