@@ -15,7 +15,8 @@ An experiment is a module ``gud.experiments.<id>`` with ``CONFIGS = {profile: di
 Checkpoints and memos carry sidecar checksums (:func:`gud.results.write_checked`): a damaged one
 is discarded with a warning and recomputed; a damaged stored result is recomputed by :func:`run`.
 The run folder's hash covers the configuration, :data:`RUNS_VERSION` and the code
-(:func:`gud.results.code_hash`), so checkpoints and memos of other code are never reused.
+(:func:`gud.results.code_hash`), so checkpoints and memos of other code are never reused (their
+folder, named in its ``run.json``, is removed once a result of the new code is stored).
 
 ``python -m gud run EXP ... [--profile P] [--budget-s S] [--pending]`` is the command line.
 """
@@ -40,8 +41,8 @@ import torch
 from . import results as _results
 from .pipeline import Setup, TrainedNet, train_model
 from .profiles import EXPERIMENTS, current_profile, experiment_config
-from .results import (REPO, CorruptFileError, CorruptResultError, Result, ResultsStore, config_hash, remove_checked,
-                      verify_checked, write_checked)
+from .results import (REPO, CorruptFileError, CorruptResultError, Result, ResultsStore, atomic_write, config_hash,
+                      remove_checked, verify_checked, write_checked)
 
 __all__ = ["BudgetExhausted", "LockWaitExhausted", "Context", "Entry", "run", "pending", "status", "inspect",
            "stale", "run_dir", "micro_config", "MICRO_ROOT"]
@@ -233,6 +234,37 @@ def _module(experiment: str):
     return importlib.import_module(f"gud.experiments.{experiment}")
 
 
+RUN_MARKER = "run.json"  # what a run folder is for: configuration hash, code hash
+
+
+def _prune_other_code(directory: Path, marker: Mapping[str, Any], log: Callable[[str], None]) -> None:
+    """Remove the run folders of the same configuration left by other code (never reused: the run
+    folder is keyed by the code), unless another process holds their lock."""
+    for other in directory.parent.iterdir():
+        if other == directory or not (other / RUN_MARKER).is_file():
+            continue
+        try:
+            theirs = json.loads((other / RUN_MARKER).read_text())
+        except (OSError, ValueError):
+            continue
+        if theirs.get("config_hash") != marker["config_hash"] or theirs.get("code_hash") == marker["code_hash"]:
+            continue
+        try:
+            fd = os.open(other / ".lock", os.O_RDWR | os.O_CREAT)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(other, ignore_errors=True)
+            log(f"removed checkpoints of other code: {other}")
+        finally:
+            os.close(fd)
+
+
 def _check_budget(budget_s: float | None) -> None:
     if budget_s is not None and not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s)
                                      and budget_s >= 0):
@@ -329,6 +361,9 @@ def run(experiment: str, profile: str | None = None, *, config: Mapping[str, Any
         _lock(fd, f"{experiment} ({profile})", deadline, log)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        marker = {"config_hash": config_hash(cfg), "code_hash": _results.code_hash(), "runs_version": RUNS_VERSION}
+        if not (directory / RUN_MARKER).exists():
+            atomic_write(directory / RUN_MARKER, lambda p: p.write_text(json.dumps(marker) + "\n"))
         if not recompute:
             found = _load_or_none(store, experiment, profile, cfg, log)
             if found is not None:
@@ -343,6 +378,7 @@ def run(experiment: str, profile: str | None = None, *, config: Mapping[str, Any
         arrays = {**ctx.curves, **arrays}  # every training's loss curves, stored with the result
         result = store.save(experiment, profile, cfg, metrics, arrays, info=info, weights=ctx.weights,
                             weights_dtype=cfg.get("weights_dtype", "float32"))
+        _prune_other_code(directory, marker, log)
     finally:
         os.close(fd)  # releases the lock
     log(f"[{experiment}] stored {profile} result ({wall:.0f} s this call)")

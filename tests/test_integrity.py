@@ -153,6 +153,8 @@ def test_code_drift_is_reported_the_result_used_and_recompute_is_real(fake, monk
     again = run("fake", "ci", recompute=True, **where)
     assert again.metrics["v"] == 2.0 and again.info["code_hash"] == "feedfacefeedface"
     assert inspect("ci", where["store"])["fake"].state == "stored"
+    # the run folder of the old code (never reused) is gone, the new one kept
+    assert [d.name for d in (where["runs_root"] / "fake" / "ci").iterdir()] == [run_dir("fake", "ci", cfg()).name]
 
 
 def test_run_folder_is_keyed_by_code(monkeypatch, tmp_path):
