@@ -196,10 +196,13 @@ def pm(mean: float, se: float, digits: int = 3) -> str:
 
 
 def se_heatmap(ax, mean, se, *, xticks: Sequence[str], yticks: Sequence[str], fmt: str = "{:.3f}",
-               cmap: str = "magma_r", min_span_se: float = 4.0, fontsize: float = 9, colorbar_label: str = ""):
+               cmap: str = "magma_r", min_span_se: float = 4.0, fontsize: float = 9, colorbar_label: str = "",
+               diff_se=None):
     """A map of ``mean [rows, cols]`` (lower is better) with ``mean`` and ``± se`` in every
     cell. The best cell is framed with a thick line, every cell within two combined standard
-    errors of it, ``|m - m_best| <= 2 sqrt(se² + se_best²)``, with a thin dashed one. The colour
+    errors of it, ``m - m_best <= 2 sqrt(se² + se_best²)``, with a thin dashed one; where the
+    standard error of each cell's difference from the best is known (``diff_se``, e.g. paired over
+    the same test images), ``m - m_best <= 2 diff_se`` instead. The colour
     range starts at the best value and spans at least ``min_span_se`` median standard errors,
     so that differences within the noise do not fill the colour scale. Returns
     ``(image, indistinguishable mask)``."""
@@ -210,7 +213,14 @@ def se_heatmap(ax, mean, se, *, xticks: Sequence[str], yticks: Sequence[str], fm
         raise ValueError(f"mean and se must be 2-d arrays of one shape; got {m.shape} and {s.shape}")
     bi = np.unravel_index(np.nanargmin(m), m.shape)
     best, sb = m[bi], s[bi]
-    close = (m - best) <= 2 * np.sqrt(s**2 + sb**2)
+    if diff_se is None:
+        close = (m - best) <= 2 * np.sqrt(s**2 + sb**2)
+    else:
+        d = _numpy(diff_se)
+        if d.shape != m.shape:
+            raise ValueError(f"diff_se must have the shape of mean {m.shape}; got {d.shape}")
+        close = (m - best) <= 2 * d
+    close[bi] = True
     span = max(np.nanmax(m) - best, min_span_se * float(np.nanmedian(s)), 1e-12)
     im = ax.imshow(m, origin="lower", cmap=cmap, aspect="auto", vmin=best, vmax=best + span)
     for (i, j), v in np.ndenumerate(m):

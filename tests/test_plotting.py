@@ -99,6 +99,9 @@ def test_se_heatmap_marks_cells_within_two_combined_se_and_spans_the_noise():
     flat = np.array([[1.000, 1.001], [1.002, 1.003]])
     im, _ = se_heatmap(ax, flat, se, xticks=["a", "b"], yticks=["c", "d"])
     assert im.get_clim()[1] - im.get_clim()[0] == pytest.approx(4 * 0.01)  # not the 0.003 range of the noise
+    # paired differences: far smaller errors than the cells' own, so fewer cells tie with the best
+    _, close = se_heatmap(ax, mean, se, xticks=["a", "b"], yticks=["c", "d"], diff_se=np.full((2, 2), 0.001))
+    assert close.tolist() == [[True, False], [False, False]]
     with pytest.raises(ValueError):
         se_heatmap(ax, mean, se[:1], xticks=[], yticks=[])
     plt.close(fig)
