@@ -92,7 +92,7 @@ CONFIGS = {
         "trajectory_ab": [[0.0, 0.0], [6.0, 0.0], [0.0, 2.0]],
         "net": "mlp",
         "net_kwargs": {"hidden": 256, "depth": 3},
-        "max_steps": 4000,
+        "max_steps": 8000,
         "eval_every": 250,
         "patience": 3,
         "batch_size": 256,
