@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 
 __all__ = [
     "HOLDS", "FAILS", "INCONCLUSIVE", "NOT_ASSESSABLE", "REPORTED", "VERDICTS", "Z", "Z_EQ",
-    "BPD_MARGIN", "SCORE_MARGIN_FRACTION", "TESTS", "Outcome", "superiority", "equivalence",
+    "BPD_MARGIN", "SCORE_MARGIN_FRACTION", "GAP_FRACTION", "TESTS", "Outcome", "superiority", "equivalence",
     "opposite_ranking", "trend", "combine", "not_assessable", "reported", "gate", "select",
     "score_margin", "claim", "network_gate", "guarded",
 ]
@@ -57,6 +57,9 @@ Z_EQ = 1.645
 BPD_MARGIN = 0.02
 #: Equivalence margin of the sample score, as a fraction of (Gaussian model - held-out data).
 SCORE_MARGIN_FRACTION = 0.1
+#: On data that are themselves Gaussian no model beats their full-covariance Gaussian (the exact
+#: model); the gate then asks a network to come within this fraction of the Gaussian model's gap to it.
+GAP_FRACTION = 0.1
 
 #: The test types and how each is decided (shown on the protocol page).
 TESTS: dict[str, str] = {
