@@ -165,3 +165,56 @@ def test_slice_stages_isolate_failures_without_git(tmp_path, micro):
     assert got == [f"results/{e}/gpu/h{e}/{f}" for e in ("e1", "e5") for f in ("metrics.json", "weights/net.safetensors")]
     names = [p.name for p in out.iterdir()]
     assert len(names) <= 8 and all(p.stat().st_size <= 15_000_000 for p in out.iterdir())
+
+
+def test_probe_writes_json_with_the_peer_on_the_real_training_path(tmp_path, monkeypatch):
+    """``python -m gud bench --json``: our networks per precision, the faster precision per network,
+    ours beside the peer at equal parameters; ours runs with the loss generator on the training
+    device and the schedule moved there once (the fast path of gud.train)."""
+    from gud import bench
+
+    seen = []
+    real = bench.TrainStep
+
+    class Spy(real):
+        def __init__(self, model, loss_fn, config):
+            seen.append((config.loss_generator_device, config.device, getattr(loss_fn, "schedule", None)))
+            super().__init__(model, loss_fn, config)
+
+    monkeypatch.setattr(bench, "TrainStep", Spy)
+    out = tmp_path / "bench.json"
+    assert bench.main(quick=True, profile="ci", seconds=1.0, device="cpu", json_path=str(out)) == 0
+    data = json.loads(out.read_text())
+    assert data["machine"]["device"] == "cpu" and data["probe"] and set(data["faster"].values()) <= {"fp32", "bf16"}
+    assert all(dev == gen for gen, dev, _ in seen)  # the loss generator lives where training runs
+    peer = data["peer"]
+    if peer.get("rows"):
+        r = peer["rows"][0]
+        assert r["size"] == "small" and abs(r["ours_params"] / r["peer_params"] - 1) <= 0.05 and r["ratio"] > 0
+        assert peer["ratio_vs_best"]["small"] > 0
+    else:
+        assert "error" in peer  # the peer is not installed: said, not raised
+
+
+def test_peer_comparison_uses_the_device_generator_and_a_moved_schedule(monkeypatch):
+    """Asked for another device ("meta" stands in for CUDA here), ours is set up as gud.train's
+    fast path: the loss generator on that device and the schedule's tensors moved there once (a
+    CPU generator or schedule would cost a host sync per step)."""
+    import torch
+
+    from gud import bench
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def spy(model, loss_fn, config):
+        seen.update(gen=config.loss_generator_device, device=config.device,
+                    sched=[v.device.type for v in vars(loss_fn.schedule).values() if torch.is_tensor(v)])
+        raise Stop
+
+    monkeypatch.setattr(bench, "TrainStep", spy)
+    with pytest.raises(Stop):
+        bench.compare_peer("small", "fp32", "meta", 0.1, peer_classes=(object, object))
+    assert seen["gen"] == seen["device"] == "meta" and seen["sched"] and set(seen["sched"]) == {"meta"}
