@@ -143,7 +143,7 @@ def _run(args) -> int:
     if args.jobs > 1 and len(exps) > 1:
         return _parallel(exps, args)
     start = _started()  # the budget counts from the process start
-    skipped = []
+    skipped, failed = [], []
     for exp in exps:
         left = None if args.budget_s is None else args.budget_s - (time.monotonic() - start)
         try:
@@ -165,6 +165,18 @@ def _run(args) -> int:
             skipped.append(exp)
         except KeyboardInterrupt as exc:
             return _interrupted(exc, exp, exps[exps.index(exp):])
+        except Exception:  # noqa: BLE001 - one failing experiment of several never stops the others
+            if len(exps) == 1:
+                raise
+            import traceback
+
+            traceback.print_exc()
+            print(f"failed: {exp} (traceback above); going on with the others", file=sys.stderr, flush=True)
+            failed.append(exp)
+    if failed:
+        print(f"failed: {', '.join(failed)}; done: {', '.join(e for e in exps if e not in failed + skipped) or 'nothing'}",
+              file=sys.stderr)
+        return 1
     if skipped:
         print(f"done: {', '.join(e for e in exps if e not in skipped) or 'nothing'}; skipped (data set missing): "
               f"{', '.join(skipped)} ({time.monotonic() - start:.0f} s)", file=sys.stderr)

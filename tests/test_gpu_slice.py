@@ -218,3 +218,30 @@ def test_peer_comparison_uses_the_device_generator_and_a_moved_schedule(monkeypa
     with pytest.raises(Stop):
         bench.compare_peer("small", "fp32", "meta", 0.1, peer_classes=(object, object))
     assert seen["gen"] == seen["device"] == "meta" and seen["sched"] and set(seen["sched"]) == {"meta"}
+
+
+def test_run_pending_takes_the_named_order_and_goes_on_after_a_failure(monkeypatch, capsys):
+    """``python -m gud run --pending e4 e2 e1``: the named ones still missing, in that order, each
+    once; one that fails is reported with its traceback and the others still run (exit 1)."""
+    import signal
+
+    from gud import __main__ as cli
+    from gud import runner
+
+    calls = []
+
+    def fake_run(exp, profile, **kw):
+        calls.append(exp)
+        if exp == "e4":
+            raise RuntimeError("e4 broke")
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(runner, "pending", lambda profile, store=None: ["e1", "e2", "e4", "e5"])
+    monkeypatch.setattr(signal, "signal", lambda *a, **k: None)
+    rc = cli.main(["run", "--pending", "e4", "e2", "e3", "e1", "--profile", "gpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert calls == ["e4", "e2", "e1"]  # e3 is stored (not pending); e5 not named
+    assert rc == 1 and "RuntimeError: e4 broke" in err and "failed: e4" in err
+    calls.clear()
+    assert cli.main(["run", "--pending", "--profile", "gpu", "--quiet"]) == 1
+    assert calls == ["e1", "e2", "e4", "e5"]  # without names: the book's order
