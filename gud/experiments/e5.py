@@ -308,10 +308,10 @@ def _trajectory(arrays, key, model, s, sched, params, cfg, seed, ctx) -> None:
     p = None if params is None else torch.as_tensor(params, dtype=torch.float64)
     with torch.no_grad():
         g = sched.gamma(t, p) - s.prior.log_var.to(torch.float64)  # [T, D]: -log SNR
-    arrays[f"{key}/neg_log_snr"] = g.numpy()
+    arrays[f"{key}/neg_log_snr"] = g.float().numpy()  # float32: what the figure draws
     t = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
     with torch.no_grad():
-        arrays[f"{key}/paths"] = (sched.gamma(t, p) - s.prior.log_var.to(torch.float64)).numpy()  # [101, D]
+        arrays[f"{key}/paths"] = (sched.gamma(t, p) - s.prior.log_var.to(torch.float64)).float().numpy()  # [101, D]
 
 
 def _ident(ds, model, a, b, seed, converged=None) -> dict:
