@@ -125,7 +125,7 @@ def _run(args) -> int:
     from .data import DatasetNotFoundError
     from .profiles import experiment_config
     from .results import ResultsStore
-    from .runner import MICRO_ROOT, BudgetExhausted, micro_config, pending, run
+    from .runner import MICRO_ROOT, BudgetExhausted, micro_config, run
 
     signal.signal(signal.SIGTERM, _on_sigterm)
 

@@ -1,8 +1,5 @@
-"""Statistics over seeds, comparisons with error bars, verdicts, and tables.
+"""Error bars and tables.
 
-* :func:`mean_stderr`, :func:`aggregate` -- mean and standard error over seeds;
-* :func:`compare` -- is one number significantly below or above another;
-* :func:`beats` -- does a model beat a baseline by more than the combined error bar;
 * :func:`image_estimate`, :func:`paired_difference`, :func:`score_estimate` and
   :class:`Evidence` -- the one error bar of every number (:data:`SE_KIND`) and the paired
   standard error of every difference of bits/dim (the verdicts themselves: :mod:`gud.protocol`);
@@ -11,71 +8,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 import numpy as np
 
-__all__ = ["mean_stderr", "aggregate", "compare", "beats", "html_table", "image_estimate", "paired_difference",
-           "score_estimate", "Evidence", "TERMS", "SE_KIND"]
-
-
-def mean_stderr(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (``std(ddof=1)/sqrt(n)``; NaN for one value)."""
-    v = np.asarray(list(values), dtype=np.float64)
-    if v.size == 0:
-        raise ValueError("no values")
-    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
-    return float(v.mean()), se
-
-
-def aggregate(rows: Sequence[dict], by: Sequence[str], metrics: Sequence[str],
-              fallback: dict[str, str] | None = None) -> list[dict]:
-    """Group ``rows`` (one per seed) by the keys ``by`` and give ``<m>_mean``, ``<m>_se`` and
-    ``n_seeds`` for each metric, in the order the groups first appear.  Where rows carry their own
-    error of ``m`` (``fallback[m]``, e.g. the Monte-Carlo error of one evaluation), the standard
-    error is never below that error of the mean (and a group of one row gets it)."""
-    fallback = fallback or {}
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        key = tuple(_hashable(row[k]) for k in by)
-        groups.setdefault(key, []).append(row)
-    out = []
-    for members in groups.values():
-        agg = {k: members[0][k] for k in by}
-        for m in metrics:
-            vals = [r[m] for r in members if m in r]
-            if not vals:
-                continue
-            agg[f"{m}_mean"], agg[f"{m}_se"] = mean_stderr(vals)
-            errs = [r[fallback[m]] for r in members if fallback.get(m) in r]
-            if errs:  # never below the evaluation's own (Monte-Carlo / jackknife) error of the mean
-                floor = math.sqrt(sum(e * e for e in errs) / len(errs) / len(errs))
-                se = agg[f"{m}_se"]
-                agg[f"{m}_se"] = floor if not math.isfinite(se) else max(se, floor)
-        agg["n_seeds"] = len(members)
-        out.append(agg)
-    return out
-
-
-def compare(m1: float, se1: float, m2: float, se2: float, z: float = 2.0) -> int:
-    """``-1`` if ``m1 < m2`` by more than ``z`` combined standard errors, ``+1`` if greater,
-    ``0`` if not distinguishable (or a standard error is unknown)."""
-    se = math.hypot(se1, se2)
-    if not math.isfinite(se) or se == 0:
-        return 0
-    d = (m1 - m2) / se
-    return -1 if d < -z else 1 if d > z else 0
-
-
-def beats(model: float, model_se: float, baseline: float, baseline_se: float = 0.0, z: float = 2.0) -> bool:
-    """Lower is better: does ``model`` beat ``baseline`` by more than ``z`` combined standard errors?
-    An unknown standard error counts as not beating."""
-    return compare(model, model_se, baseline, baseline_se, z) == -1
-
-
-def _hashable(v):
-    return tuple(v) if isinstance(v, list) else v
+__all__ = ["html_table", "image_estimate", "paired_difference", "score_estimate", "Evidence", "TERMS", "SE_KIND"]
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence], caption: str | None = None,

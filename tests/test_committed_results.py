@@ -1,6 +1,5 @@
 """Every committed result matches a current configuration (none is stale), loads without
 pickle, and says which machine computed it."""
-import json
 import subprocess
 import sys
 from pathlib import Path
