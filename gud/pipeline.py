@@ -289,8 +289,8 @@ def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=
                 keep_u8: int = 0, device: str = "cpu", val_scorer=None, validation: bool = True,
                 checks=None) -> dict[str, Any]:
     """Held-out bits/dim with its terms (:func:`evaluate_bpd`) at schedule parameters ``params``
-    on the test split, and with ``validation`` on the validation split too (``bpd_val``,
-    ``per_image_val``: for choosing settings, never reported),
+    on the test split, and with ``validation`` on the validation split too (``bpd_val`` and its
+    standard error over validation images ``bpd_val_se``: for choosing settings, never reported),
     and, with a ``scorer`` (:class:`gud.metrics.SampleScorer`) and ``n_samples``, the sample score
     of that many samples (sampler ``method`` with ``steps`` steps, seed ``seed``); the first
     ``keep`` samples are returned as ``samples [keep, D]``, the first ``keep_u8`` quantised to
@@ -306,7 +306,7 @@ def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=
         if validation and setup.val is not None and len(setup.val) >= 2:
             val = evaluate_bpd(model, setup, schedule, params=pp, seed=seed, n_time_samples=n_time_samples,
                                device=device, split="val")
-            out["bpd_val"], out["per_image_val"] = val["bpd"], val["per_image"]
+            out["bpd_val"], out["bpd_val_se"] = val["bpd"], val["bpd_stderr_data"]
     out["bpd_s"] = time.perf_counter() - t0
     if n_samples:
         t0 = time.perf_counter()
@@ -404,13 +404,13 @@ def sample_checks(scorer, setup: Setup):
 
 
 #: Scalars of an evaluation kept in a result's rows (per-image arrays go to ``per_image/<id>``).
-ROW_KEYS = ("bpd", "bpd_val", "prior_bpd", "diffusion_bpd", "reconstruction_bpd", "score", "score_se",
+ROW_KEYS = ("bpd", "bpd_val", "bpd_val_se", "prior_bpd", "diffusion_bpd", "reconstruction_bpd", "score", "score_se",
             "score_val", "score_val_se", "memorised", "memorised_se", "coverage", "coverage_se", "flags")
 
 
 def record(rows: list, arrays: dict, row: dict, ev: Mapping[str, Any] | None = None) -> dict:
     """Append ``row`` (identity fields) with the scalars of evaluation ``ev`` to ``rows`` and its
-    per-image bits/dim to ``arrays["per_image/<id>"]`` (and ``per_image_val/<id>``); the id is
+    per-image bits/dim (test split) to ``arrays["per_image/<id>"]``; the id is
     built from the row's identity fields."""
     rid = "/".join(f"{v:g}" if isinstance(v, float) else str(v) for k, v in row.items()
                    if v is not None and k != "converged")
@@ -421,8 +421,7 @@ def record(rows: list, arrays: dict, row: dict, ev: Mapping[str, Any] | None = N
         for k in ROW_KEYS:
             if k in ev:
                 out[k] = ev[k] if k == "flags" else float(ev[k])
-        for key in ("per_image", "per_image_val"):
-            if key in ev:
-                arrays[f"{key}/{rid}"] = np.asarray(ev[key], dtype=np.float32)
+        if "per_image" in ev:
+            arrays[f"per_image/{rid}"] = np.asarray(ev["per_image"], dtype=np.float32)
     rows.append(out)
     return out

@@ -109,18 +109,17 @@ class Evidence:
             return True
         return [r for r in self.rows if match(r)]
 
-    def per_image(self, term: str = "total", split: str = "test", **where) -> np.ndarray:
-        """``[S, N]`` per-image values of ``term`` for the selected rows (one per seed)."""
+    def per_image(self, term: str = "total", **where) -> np.ndarray:
+        """``[S, N]`` per-image values (test split) of ``term`` for the selected rows (one per seed)."""
         rows = self.select(**where)
         if not rows:
             return np.empty((0, 0))
-        key = "per_image" if split == "test" else f"per_image_{split}"
         k = TERMS.index(term)
-        return np.stack([np.asarray(self.arrays[f"{key}/{r['id']}"], dtype=np.float64)[k] for r in rows])
+        return np.stack([np.asarray(self.arrays[f"per_image/{r['id']}"], dtype=np.float64)[k] for r in rows])
 
-    def bpd(self, term: str = "total", split: str = "test", **where) -> tuple[float, float]:
-        """Mean bits/dim (or one of its terms) and its standard error (:func:`image_estimate`)."""
-        x = self.per_image(term, split, **where)
+    def bpd(self, term: str = "total", **where) -> tuple[float, float]:
+        """Mean bits/dim (or one of its terms) on the test split and its standard error (:func:`image_estimate`)."""
+        x = self.per_image(term, **where)
         return (math.nan, math.nan) if x.size == 0 else image_estimate(x)
 
     def bpd_diff(self, a: Mapping, b: Mapping, term: str = "total") -> tuple[float, float]:
@@ -136,12 +135,12 @@ class Evidence:
         return score_estimate([r[key] for r in rows], [r[f"{key}_se"] for r in rows])
 
     def value(self, metric: str, **where) -> tuple[float, float]:
-        """``bpd`` (test), ``bpd_val`` (validation; selection only), a term ``<term>_bpd``,
+        """``bpd`` (test), ``bpd_val`` (validation, from the rows; selection only), a term ``<term>_bpd``,
         ``score`` or ``score_val``: mean and SE."""
         if metric == "bpd":
             return self.bpd(**where)
-        if metric == "bpd_val":
-            return self.bpd(split="val", **where)
+        if metric == "bpd_val":  # selection only: the mean over seeds of each row's validation bits/dim
+            return self.score("bpd_val", **where)
         if metric.endswith("_bpd"):
             return self.bpd(term=metric[:-4], **where)
         return self.score(metric, **where)

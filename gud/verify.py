@@ -70,17 +70,14 @@ def checks_of(metrics: Mapping, arrays: Mapping[str, np.ndarray]) -> dict[str, t
     rows = metrics.get("rows", [])
     for i, r in enumerate(rows if isinstance(rows, list) else []):
         rid = r.get("id", str(i))
-        for split, key in (("test", "per_image"), ("val", "per_image_val")):
-            a = arrays.get(f"{key}/{rid}")
-            if a is None:
-                continue
-            for k, term in enumerate(TERMS):
-                if np.all(np.isfinite(a[k])):
-                    out[f"rows/{rid}/{term}_bpd_{split}"] = image_estimate(np.asarray(a[k])[None])
+        a = arrays.get(f"per_image/{rid}")
+        for k, term in enumerate(TERMS if a is not None else ()):
+            if np.all(np.isfinite(a[k])):
+                out[f"rows/{rid}/{term}_bpd_test"] = image_estimate(np.asarray(a[k])[None])
         for k, v in r.items():
             if k in _SKIP or k.endswith(("_se", "_stderr")) or _TIMING.search(k):
                 continue
-            if k in ("bpd", "bpd_val") or (k.endswith("_bpd") and f"per_image/{rid}" in arrays):
+            if k == "bpd" or (k.endswith("_bpd") and f"per_image/{rid}" in arrays):
                 continue  # covered by the per-image arrays
             se = r.get(f"{k}_se", r.get(f"{k}_stderr"))
             out[f"rows/{rid}/{k}"] = (v, se if _number(se) else None)

@@ -197,8 +197,7 @@ def _evidence(net_shift: float, full_shift: float, val_best: tuple, n: int = 400
         per = hard + total + rng.normal(0, 0.01, size=n)
         arrays[f"per_image/{rid}"] = np.stack([per, 0 * per, per - 1, 1 + 0 * per])
         if val is not None:
-            arrays[f"per_image_val/{rid}"] = np.stack([hard + val, 0 * hard, hard + val - 1, 1 + 0 * hard])
-            row["bpd_val"] = float((hard + val).mean())
+            row["bpd_val"], row["bpd_val_se"] = float((hard + val).mean()), 0.02
 
     for a, r in [(1.0, 0.0), (0.4, 1.0)]:
         best = (a, r) == val_best

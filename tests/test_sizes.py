@@ -127,10 +127,8 @@ def _f64(*s):
 
 def _per_image(arrays, n_evals, cfg, n_train=50000):
     n_test = cfg.get("test_limit") or 10000
-    n_val = min(int(round(cfg.get("val_fraction", 0.02) * n_train)), 2000)
     for i in range(n_evals):
         arrays[f"per_image/{i}"] = _f32(4, n_test)
-        arrays[f"per_image_val/{i}"] = _f32(4, n_val)
 
 
 def _curves(arrays, names, cfg):
