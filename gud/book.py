@@ -470,8 +470,6 @@ def claims_table(result: Result, names: dict | None = None) -> None:
     """The chapter's claims as declared tests: the paper's statement, the test (linked to its
     definition on the protocol page) with its margin, the evidence generated from the stored
     numbers, which bits/dim term drives it, and the verdict (linked to the verdict rules)."""
-    from .stats import SE_KIND
-
     names = names or {}
     head = "".join(f"<th>{h}</th>" for h in ("data", "claim", "paper", "test", "this book", "verdict"))
     body = []
@@ -481,13 +479,14 @@ def claims_table(result: Result, names: dict | None = None) -> None:
             test += f"<br><small>margin {escape(c['margin'])}</small>"
         evidence = escape(c.get("evidence", ""))
         if c.get("driver"):
-            evidence += f"<br><small>bits/dim driven by the {escape(c['driver'])}</small>"
+            evidence += f"<br><small>driving term of the bits/dim difference: {escape(c['driver'])}</small>"
         body.append("<tr>" + "".join(f"<td>{x}</td>" for x in (
             escape(names.get(c["dataset"], c["dataset"])), escape(c["claim"]), escape(c["paper"]), test, evidence,
             _verdict_html(c))) + "</tr>")
-    caption = (f"The paper's claims as declared tests, profile {result.profile}; ± is the {SE_KIND['bpd']} "
-               f"(bits/dim) or the {SE_KIND['score']} (KCD); settings chosen on the validation split, numbers "
-               "from the test split; tests, margins and gates are defined on the protocol page.")
+    caption = (f"The paper's claims as declared tests, profile {result.profile}: settings chosen on the validation "
+               "split, numbers from the test split; ± one standard error (bits/dim: over test images and seeds; KCD: "
+               "jackknife over samples and seeds; differences of bits/dim paired over the same images). Tests, "
+               "margins and gates: protocol page.")
     ch = _CURRENT
     label = ""
     if ch is not None:

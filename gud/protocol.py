@@ -184,10 +184,14 @@ def gate(*, converged: Mapping[str, bool | None], beats: Mapping[str, bool | Non
     reasons = []
     stuck = [n for n, c in converged.items() if c is not True]
     if stuck:
-        reasons.append("validation loss not flattened before the step cap: " + _few(stuck))
-    weak = [n for n, b in beats.items() if b is not True]
+        reasons.append("validation loss still improving at the step cap: " + _few(stuck))
+    failed = [n for n, b in beats.items() if b is not True]
+    flagged = [n for n in failed if ": samples " in n]
+    weak = [n for n in failed if n not in flagged]
     if weak:
         reasons.append("does not beat the closed-form baseline: " + _few(weak))
+    if flagged:
+        reasons.append("samples flagged: " + _few(flagged))
     return "; ".join(reasons)
 
 
@@ -221,8 +225,8 @@ def network_gate(E, info: Mapping, net: Mapping, gaussian: Mapping, metric: str,
 
 def guarded(outcome: Outcome, *reasons: str) -> Outcome:
     """``outcome``, or *not assessable* with the non-empty ``reasons`` (from :func:`gate`)."""
-    reasons = tuple(r for r in reasons if r)
-    return not_assessable(outcome.test, "; ".join(dict.fromkeys(reasons)), outcome.evidence) if reasons else outcome
+    parts = [p for r in reasons if r for p in r.split("; ") if p]
+    return not_assessable(outcome.test, "; ".join(dict.fromkeys(parts)), outcome.evidence) if parts else outcome
 
 
 def select(candidates: Sequence, validation: Callable[[object], float]):

@@ -90,6 +90,7 @@ def test_combine():
 def test_gate():
     assert P.gate(converged={"net": True}, beats={"net vs Gaussian": True}) == ""
     assert "step cap" in P.gate(converged={"net": False}, beats={})
+    assert P.gate(converged={}, beats={"net: samples memorised": False}) == "samples flagged: net: samples memorised"
     assert "step cap" in P.gate(converged={"net": None}, beats={})      # unknown convergence fails
     assert "closed-form baseline" in P.gate(converged={"net": True}, beats={"net vs full Gaussian": False})
     out = P.guarded(P.Outcome(P.HOLDS, "superiority", "e"), P.gate(converged={"net": False}, beats={}))
