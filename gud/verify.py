@@ -36,9 +36,10 @@ Z_VERIFY = 4.0
 #: Relative tolerance of numbers without an error bar.
 REL_TOL = 1e-6
 _TIMING = re.compile(r"(^|_)(s|seconds|time|wall|wall_seconds.*|train_s|throughput|examples_per_s)$")
-#: Not compared: identities, provenance, and the sample scorer's own held-out accuracy (a property of
-#: the instrument, checked through the scores it gives, which carry error bars).
-_SKIP = {"id", "seed", "code_hash", "created", "torch", "python", "platform", "classifier_accuracy"}
+#: Not compared: identities, provenance, timings in words, and the sample scorer's own held-out accuracy
+#: (a property of the instrument, checked through the scores it gives, which carry error bars).
+_SKIP = {"id", "seed", "code_hash", "created", "torch", "python", "platform", "classifier_accuracy",
+         "compute_description"}  # the last: words with measured seconds in them
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,10 @@ def test_command_on_a_perturbed_reference(tmp_path, capsys):
     assert "FAIL claims/e1-x" in capsys.readouterr().out.replace("framework: ", "")
     assert main(["verify", "framework", "--profile", "ci", "--reference", str(ref.root),
                  "--against", str(tmp_path / "empty")]) == 1
+
+
+def test_timings_in_words_are_not_compared():
+    m0, a = _result(0)
+    m1 = copy.deepcopy(m0)
+    m0["compute_description"], m1["compute_description"] = "no training, 18 s", "no training, 17 s"
+    assert all(c.ok for c in V.compare(V.checks_of(m0, a), V.checks_of(m1, a)))
