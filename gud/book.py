@@ -398,7 +398,16 @@ def status_rows(profiles: Sequence[str] = ("ci", "gpu", "paper")) -> list[list[s
 
     st = {p: status(p) for p in profiles}
     exps = list(next(iter(st.values())))
-    return [[e] + [st[p].get(e, "—") for p in profiles] for e in exps]
+    return [[e] + [_status_word(st[p].get(e, "—")) for p in profiles] for e in exps]
+
+
+def _status_word(s: str) -> str:
+    """A result's status in a word or two (``python -m gud status`` gives the details)."""
+    if s.startswith("code drift"):
+        return "stored (by earlier code)"
+    if s.startswith("stored"):
+        return "stored"
+    return s.split(":")[0]
 
 
 def training_rows(profile: str | None = None) -> list[list]:
