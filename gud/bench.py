@@ -309,6 +309,16 @@ def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None
         torch.set_num_threads(int(threads or os.environ.get("GUD_THREADS") or 1))
     out: dict[str, Any] = {"machine": machine(dev), "profile": profile, "quick": bool(quick)}
     precisions = ["fp32", "bf16"] if dev.type == "cuda" else ["fp32"]
+
+    def save() -> None:  # after every stage: a later stage's failure loses nothing measured
+        if json_path:
+            import json
+
+            from .results import atomic_write
+
+            text = json.dumps(out, indent=1, default=str) + "\n"
+            atomic_write(json_path, lambda p: p.write_text(text))
+
     try:
         print(f"gud bench: profile {profile}, {len(entries)} networks, {seconds:.0f} s measured, {dev} "
               f"({out['machine']['device_name']})")
@@ -321,21 +331,21 @@ def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None
         out["faster"] = _faster(rows)
         for name, prec in out["faster"].items():
             print(f"  faster for {name}: {prec}")
+        save()
         if peer:
             sizes = ["small"] if dev.type == "cpu" else (["gpu"] if quick else ["mnist", "cifar", "gpu"])
             out["peer"] = peer_rows(sizes, dev, seconds=1.0 if dev.type == "cpu" else (4.0 if quick else 10.0))
+            save()
         if entries:
             out["elbo"] = elbo_probe(entries[-1], device=dev, seconds=min(15.0, seconds / 4))
+    except BaseException as err:
+        out["error"] = f"{type(err).__name__}: {err}"
+        raise
     finally:
         torch.set_num_threads(previous)
-    if json_path:
-        import json
-
-        from .results import atomic_write
-
-        text = json.dumps(out, indent=1, default=str) + "\n"
-        atomic_write(json_path, lambda p: p.write_text(text))
-        print(f"wrote {json_path}")
+        save()
+        if json_path:
+            print(f"wrote {json_path}")
     return 0
 
 
@@ -542,10 +552,12 @@ def elbo_probe(entry: dict, *, device, seconds: float = 10.0, batch: int = 500, 
     g = torch.Generator().manual_seed(0)
     x = torch.round(torch.rand(max(batch, 64), d, generator=g) * 255) / 127.5 - 1
     basis = make_basis("pixel", shape)
-    prior = Prior.fit(basis, x.double(), whitened=True).to(device)
+    fitted = Prior.fit(basis, x.double(), whitened=True)  # on the CPU, like the data it encodes
+    yb = fitted.encode(x[:batch].double()).float().to(device)
+    prior = fitted.to(device)  # a copy on the device, for the decoder
     model = build_entry_model(entry).to(device).eval()
     schedule = componentwise_schedule(d).to(device)
-    xb, yb = x[:batch].to(device), prior.encode(x[:batch].double()).float().to(device)
+    xb = x[:batch].to(device)
     gen = torch.Generator(device).manual_seed(1)
     use_amp = device.type == "cuda"
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()

@@ -433,20 +433,67 @@ def training_rows(profile: str | None = None) -> list[list]:
     return out
 
 
-def benchmark_rows(folder: Path | None = None) -> list[list]:
-    """Rows of every committed ``benchmarks/bench_train.py --json`` file under ``results/benchmarks``."""
+def gpu_budget_rows(profile: str = "gpu") -> list[list]:
+    """The training budget of each network of the ``gpu`` profile against the paper's 300k steps
+    of batch 128, and its cost: measured (wall time of the stored result, its device, its
+    training time and throughput) where the result is stored, else the configuration's estimate."""
+    store = ResultsStore()
+    rows = []
+    for exp in ("e1", "e2", "e4", "e5"):
+        c = experiment_config(exp, profile)
+        seen = c.get("max_steps", 0) * c.get("batch_size", 0)
+        res = store.load(exp, profile, c)
+        if res is not None and res.info.get("wall_seconds_last_call"):
+            tr = res.info.get("trainings", {}).values()
+            train_s = sum(t.get("train_s", 0.0) for t in tr)
+            rate = sum(t.get("examples_per_s", 0.0) for t in tr) / max(1, len(tr))
+            cost = (f"measured: {res.info['wall_seconds_last_call'] / 60:.1f} min on one "
+                    f"{res.info.get('device_name', res.info.get('device', '?'))} (training {train_s:.0f} s at "
+                    f"{rate:,.0f} images/s; the rest is data, evaluation, samples and scores)")
+        else:
+            cost = c.get("cost_note", "")
+        rows.append([exp, c.get("net", "?"), c.get("max_steps"), c.get("batch_size"), f"{seen / 1e6:.2f}M",
+                     f"{seen / (300_000 * 128):.1%}", cost])
+    return rows
+
+
+def _benchmark_files(folder: Path | None = None) -> list[dict]:
     folder = folder or REPO / "results" / "benchmarks"
+    return [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+
+
+def benchmark_rows(folder: Path | None = None) -> list[list]:
+    """Rows of every committed benchmark under ``results/benchmarks``: ``benchmarks/bench_train.py
+    --json`` files (``rows``) and ``python -m gud bench --json`` files (``peer.rows``)."""
     out = []
-    for f in sorted(folder.glob("*.json")):
-        d = json.loads(f.read_text())
+    for d in _benchmark_files(folder):
         m = d["machine"]
-        for r in d["rows"]:
+        for r in d.get("rows") or d.get("peer", {}).get("rows", []):
             dev = "CPU" if m["device"] == "cpu" else m["device_name"]
             out.append([f"{dev}, {m['threads']} thread(s), torch {m['torch'].split('+')[0]} ({m['date']})",
                         r["size"], "×".join(map(str, r["shape"])), r["batch"], r["precision"],
                         f"{r['ours_params'] / 1e6:.2f}M / {r['peer_params'] / 1e6:.2f}M",
                         f"{r['ours_img_s']:.1f}", f"{r['peer_img_s']:.1f}", f"{r['ratio']:.2f}"])
     return out
+
+
+def probe_rows(folder: Path | None = None) -> list[list]:
+    """Training and sampling throughput of the networks of a profile, fp32 beside bf16, from every
+    committed ``python -m gud bench --json`` file (its ``probe``) under ``results/benchmarks``."""
+    out = []
+    for d in _benchmark_files(folder):
+        m = d["machine"]
+        dev = "CPU" if m["device"] == "cpu" else m["device_name"]
+        for r in d.get("probe", []):
+            out.append([f"{dev}, torch {m['torch'].split('+')[0]} ({m['date']})", r["experiment"],
+                        f"{r['data']}, {r['basis']} basis", r["precision"], f"{r['train_img_s']:,.0f}",
+                        f"{r['img_nfe_s']:,.0f}"])
+    return out
+
+
+def gpu_measured() -> bool:
+    """Whether a committed benchmark was measured on a GPU."""
+    return any(d["machine"]["device"] != "cpu" for d in _benchmark_files())
 
 
 # ----------------------------------------------------------------------------- claims and verdicts
@@ -536,19 +583,27 @@ def findings(result: Result, names: dict | None = None) -> None:
 
 def summary_rows(profile: str | None = None, store: ResultsStore | None = None) -> list[dict]:
     """One row per claim of every chapter, from the stored results of ``profile`` (falling back to
-    the ``ci`` result where the ``profile`` result is missing, and saying so)."""
+    the ``ci`` result where the ``profile`` result is missing, and saying so).  Each claim's row is
+    followed by the same claim at every larger profile with a stored result (``gpu``, ``paper``),
+    so the larger scale is seen wherever it exists."""
     profile = profile or current_profile()
     store = store or ResultsStore()
+    order = list(PROFILES)
     out = []
     for exp, page in CLAIM_CHAPTERS.items():
         shown, res = profile, store.load(exp, profile, experiment_config(exp, profile))
         if res is None and profile != "ci":
             shown, res = "ci", store.load(exp, "ci", experiment_config(exp, "ci"))
-        if res is None:
-            continue
-        for c in res.metrics.get("claims", []):
-            out.append({"chapter": exp.upper(), "page": page, "profile": shown,
-                        "scale": res.metrics.get("data_description", ""), **c})
+        found = [(shown, res)] if res is not None else []
+        for larger in order[order.index(profile) + 1:] if profile in order else []:
+            if larger != shown:
+                r = store.load(exp, larger, experiment_config(exp, larger))
+                if r is not None:
+                    found.append((larger, r))
+        rows = [{"chapter": exp.upper(), "page": page, "profile": p, "scale": r.metrics.get("data_description", ""), **c}
+                for p, r in found for c in r.metrics.get("claims", [])]
+        ids = list(dict.fromkeys(r["id"] for r in rows))
+        out += sorted(rows, key=lambda r: ids.index(r["id"]))  # stable: each claim, smaller profile first
     return out
 
 

@@ -162,16 +162,37 @@ def gaussian_random_field_window(
     generator: torch.Generator,
     super_shape: tuple[int, int] | None = None,
     dtype: torch.dtype = torch.float32,
+    method: str = "auto",
 ) -> Tensor:
     """``[n, height, width]`` windows of a periodic GRF of shape ``super_shape``.
 
     Default ``super_shape = (max(64, 4 height), max(256, 4 width))``: identical for all
     widths <= 64, so windows of width 8 and 32 come from one stationary distribution.
     The window covariance is ``grf_covariance(*super_shape)`` restricted to the window.
+
+    ``method``: ``"fft"`` draws a whole super field per window (``ifft2(sqrt(S) fft2(w))``) and
+    keeps its corner; ``"covariance"`` draws the window directly from its covariance,
+    ``x = z (V sqrt(Λ))ᵀ`` with ``C = V Λ Vᵀ`` (the same distribution, up to round-off; the
+    super field is ``sh·sw / D`` times larger than the window, so this is tens of times faster
+    for many windows: 50,000 windows of 32×32 from a 128×512 field, minutes → seconds).
+    ``"auto"``: the covariance for at least 1024 windows of 1024 to 4096 pixels, else the FFT
+    (so the draws of small windows, 8×8 ones included, are those of the FFT).
     """
     sh, sw = super_shape or _grf_super_shape(height, width)
     if height > sh or width > sw:
         raise ValueError(f"window {(height, width)} larger than super field {(sh, sw)}")
+    if method not in ("auto", "fft", "covariance"):
+        raise ValueError(f"method must be 'auto', 'fft' or 'covariance', not {method!r}")
+    d = height * width
+    if method == "covariance" or (method == "auto" and n >= 1024 and 1024 <= d <= 4096):
+        cov = grf_window_covariance(height, width, (sh, sw), clip=1.0, std=1.0, exponent=exponent, k0=k0)
+        lam, vec = torch.linalg.eigh(cov)
+        root = vec * lam.clamp_min(0).sqrt()  # C = root rootᵀ
+        out = []
+        for start in range(0, n, 8192):
+            z = torch.randn(min(8192, n - start), d, generator=generator, dtype=torch.float64)
+            out.append((z @ root.T).to(dtype).reshape(-1, height, width))
+        return torch.cat(out) if out else torch.empty(0, height, width, dtype=dtype)
     out = []
     chunk = max(1, (1 << 22) // (sh * sw))  # bound the complex128 buffer to ~64 MiB
     for start in range(0, n, chunk):
@@ -428,13 +449,14 @@ def field_setup(kind: str, n_train: int, n_test: int, height: int, width: int, *
 
 
 def grf_window_covariance(height: int, width: int, super_shape: tuple[int, int], *, clip: float = 3.0,
-                          std: float = 1.0, bin_width: float = 0.0) -> Tensor:
+                          std: float = 1.0, bin_width: float = 0.0, exponent: float = GRF_EXPONENT,
+                          k0: float = GRF_K0) -> Tensor:
     r"""Pixel covariance ``[D, D]`` (row-major pixels, ``D = height * width``) of GRF windows
     mapped by :func:`to_unit_range`: the super field's covariance (:func:`grf_covariance`, default
     spectrum) restricted to the window, divided by ``(clip * std)^2``, plus ``bin_width^2 / 12``
     on the diagonal (the variance that 8-bit rounding adds, for bins much narrower than the
     field's std). Clipping at ``clip`` std (0.3 % of pixels for ``clip = 3``) is ignored."""
-    cov = grf_covariance(*super_shape)
+    cov = grf_covariance(*super_shape, exponent, k0)
     r, c = (t.flatten() for t in torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij"))
     cw = cov[(r[:, None] - r[None]) % super_shape[0], (c[:, None] - c[None]) % super_shape[1]] / (clip * std) ** 2
     return cw + bin_width ** 2 / 12 * torch.eye(height * width, dtype=cw.dtype)

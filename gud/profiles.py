@@ -1,8 +1,8 @@
 """Run profiles and the configuration of every experiment.
 
 * ``ci``: minutes on two CPU cores; small data (8x8 digits by default), short training.
-  What the book shows when built by CI. Results are recomputed and not committed.
-* ``gpu``: one GPU for well under an hour per experiment; 32x32 data, the book's
+  What the book shows when built by CI. Results are committed, and recomputed and verified by CI.
+* ``gpu``: one GPU for minutes per experiment (one 10-minute command each); 32x32 data, the book's
   reduced-compute reproduction. Results are committed under ``results/<exp>/gpu/``.
 * ``paper``: the paper's scale where known (e.g. 300k steps for E5); days of GPU time.
 
@@ -31,7 +31,7 @@ __all__ = [
 
 PROFILES: dict[str, str] = {
     "ci": "two CPU cores, minutes per notebook; small embedded or generated data (8x8 digits, random fields), short training; recomputed on every build",
-    "gpu": "one GPU, under an hour per experiment; 32x32 data; results committed and read by the book",
+    "gpu": "one GPU, minutes per experiment (each fits one 10-minute GPU command); 32x32 data; results committed and read by the book",
     "paper": "the paper's scale where known (e.g. 300k training steps); days of GPU time",
 }
 

@@ -74,3 +74,27 @@ def test_bench_train_prints_the_ratio():
     ours, peer = (int(row.group(i).replace(",", "")) for i in (1, 2))
     assert abs(ours / peer - 1) <= 0.05  # equal parameter counts
     assert float(row.group(5)) > 0
+
+
+def test_elbo_probe_encodes_where_the_data_is(monkeypatch):
+    """On a GPU the probe once encoded CPU images with a prior already moved to the device.
+    Imitated here: ``Prior.to`` hands out copies on the ``meta`` device (mixing meta and CPU
+    tensors raises as cuda and CPU do), and the ELBO itself is stubbed."""
+    import gud.likelihood
+    from gud import bench
+    from gud.prior import Prior
+
+    to = Prior.to
+    monkeypatch.setattr(Prior, "to", lambda self, *a, **k: to(self, "meta"))
+    calls = []
+
+    def fake_elbo(model, y, schedule, *, prior, x, **kwargs):
+        calls.append((prior.mean.device.type, y.device.type, x.device.type))
+        return torch.zeros(y.shape[0])
+
+    monkeypatch.setattr(gud.likelihood, "elbo", fake_elbo)
+    entry = {"name": "tiny", "shape": (1, 4, 4), "kind": "mlp", "net_kwargs": {"hidden": 16, "depth": 1},
+             "batch": 8, "basis": "pixel", "basis_kwargs": {}}
+    out = bench.elbo_probe(entry, device=torch.device("cpu"), seconds=0.01, batch=8)
+    assert calls and calls[0] == ("meta", "cpu", "cpu")  # the decoder's copy moved; the encoding did not
+    assert out["images_per_s"] > 0

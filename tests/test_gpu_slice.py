@@ -121,9 +121,13 @@ exec "$REAL_PY" "$@"
 
 
 def _copy_without_git(dst: Path) -> Path:
-    """The tracked tree (and the slice scripts) in ``dst``, without .git."""
+    """The tracked tree (and the slice scripts) in ``dst``, without .git, and without the stored
+    ``gpu`` results of E1, E2, E4 and E5 (all four pending, whatever is committed)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     for rel in files.decode().split("\0"):
+        parts = rel.split("/")
+        if parts[0] == "results" and parts[1:2] and parts[1] in ("e1", "e2", "e4", "e5") and parts[2:3] == ["gpu"]:
+            continue
         if rel and (REPO / rel).is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dst / rel)
@@ -165,6 +169,27 @@ def test_slice_stages_isolate_failures_without_git(tmp_path, micro):
     assert got == [f"results/{e}/gpu/h{e}/{f}" for e in ("e1", "e5") for f in ("metrics.json", "weights/net.safetensors")]
     names = [p.name for p in out.iterdir()]
     assert len(names) <= 8 and all(p.stat().st_size <= 15_000_000 for p in out.iterdir())
+
+
+def test_second_command_skips_smoke_and_probe(tmp_path):
+    """NO_SMOKE=1 NO_PROBE=1 (a second command on the same warm machine): the real runs only, in
+    the order given, then the pack."""
+    repo = _copy_without_git(tmp_path / "repo")
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE)
+    fake.chmod(0o755)
+    out, calls = tmp_path / "out", tmp_path / "calls.txt"
+    env = dict(os.environ, PYTHON=str(fake), REAL_PY=sys.executable, CALLS=str(calls), OUT=str(out),
+               GUD_DATA=str(tmp_path / "data"), NO_SMOKE="1", NO_PROBE="1")
+    env.pop("GUD_GPU_SLICE_MICRO", None)
+    r = subprocess.run(["bash", ".ci/gpu-slice", "200", "e5", "e4"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = calls.read_text().splitlines()
+    assert not any("--micro" in c or c.startswith("-m gud bench") for c in lines)
+    assert [c.split()[3] for c in lines if c.startswith("-m gud run")] == ["e5", "e4", "e1", "e2"]
+    log = (out / "log.txt").read_text()
+    assert "smoke: skipped (NO_SMOKE)" in log and "probe: skipped (NO_PROBE)" in log and "pack:" in log
 
 
 def test_probe_writes_json_with_the_peer_on_the_real_training_path(tmp_path, monkeypatch):
@@ -245,3 +270,15 @@ def test_run_pending_takes_the_named_order_and_goes_on_after_a_failure(monkeypat
     calls.clear()
     assert cli.main(["run", "--pending", "--profile", "gpu", "--quiet"]) == 1
     assert calls == ["e1", "e2", "e4", "e5"]  # without names: the book's order
+
+
+def test_prepare_refuses_an_interpreter_without_the_package(tmp_path):
+    """A prepare with an interpreter that cannot import gud once carried no data and said nothing
+    (the GPU run then had no CIFAR-10); now it stops with one line naming the interpreter."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(REPO / ".ci" / "gpu-slice", tmp_path / ".ci" / "gpu-slice")
+    proc = subprocess.run(["bash", ".ci/gpu-slice", "--prepare"], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON="/bin/false"), timeout=60)
+    assert proc.returncode == 1
+    assert "cannot list the pending gpu experiments with /bin/false" in proc.stderr
+    assert not any((tmp_path / ".gpu" / "data").iterdir())

@@ -132,14 +132,12 @@ CONFIGS = {
         "score_seed": 0,
         "fid_samples": 500,
         "weights_dtype": "bfloat16",
-        "cost_note": "sized for one slice: estimated 4.6 min on one H100/H200, not yet measured. "
-                     "U-Net 4.89M parameters (1x32x32: 4.37M): 1.94 GFLOP per image forward, 5.82 "
-                     "forward+backward (torch.utils.flop_counter); at ~3,000 training images/s on one H100/H200 "
-                     "(23 steps/s at batch 128) and ~9,000 images x NFE/s sampling: 3 networks x 1400 steps = "
-                     "179 s, sampling 11 x 500 samples x 50 NFE = 31 s, bits/dim 11 x 3000 images = 7 s, set-up "
-                     "(data, two PCA fits, classifier) ~60 s. fp32 (TF32 convolutions): the peer was 17-20 % "
-                     "slower in bf16 at this size; set amp_bf16 if the slice's probe (bench.json, 'faster') says "
-                     "bf16 wins",
+        "cost_note": "sized for one slice: estimated 4.7 min on one H200, not yet measured, from the E2 slice: 3 "
+                     "networks x 1400 steps of 128 at 4,500 images/s (probe, PCA basis: 4,710 fp32) = 119 s; sampling "
+                     "11 x 500 x 50 NFE, bits/dim 11 x 3000 images, set-up (data, two PCA fits, classifier) ~162 s. "
+                     "Measured on one H200 (2026-12-04): E2's 4.4 min = training at 4,331 images/s (0.96 of the "
+                     "probe's fp32 rate; fp32 faster than bf16 for every network of this profile) + 134 s of data, "
+                     "evaluation, samples and scores (1.65 x their FLOP estimate)",
     },
     "paper": {
         **_COMMON,

@@ -125,7 +125,7 @@ CONFIGS = {
         "trajectory_ab": [[0.0, 0.0], [6.0, 0.0], [0.0, 0.5]],
         "net": "unet",
         "net_kwargs": {"base_channels": 64, "channel_mults": [1, 2, 2], "num_res_blocks": 1},
-        "max_steps": 2000,
+        "max_steps": 1500,
         "eval_every": 500,
         "patience": 3,
         "batch_size": 128,
@@ -138,13 +138,12 @@ CONFIGS = {
         "score_steps": 2000,
         "score_seed": 0,
         "weights_dtype": "bfloat16",
-        "cost_note": "sized for one slice: estimated 4.4 min on one H100/H200, not yet measured. "
-                     "U-Net 4.89M parameters (1x32x32: 4.37M): 1.94 GFLOP per image forward, 5.82 "
-                     "forward+backward (torch.utils.flop_counter); at ~3,000 training images/s on one H100/H200 "
-                     "(23 steps/s at batch 128) and ~9,000 images x NFE/s sampling: 2 networks x 2000 steps = "
-                     "171 s, sampling 5 x 1000 samples x 50 NFE = 28 s, bits/dim 21 x 3000 images = 14 s, set-up "
-                     "(data, classifier) ~50 s. fp32 (TF32 convolutions): the peer was 17-20 % slower in bf16 at "
-                     "this size; set amp_bf16 if the slice's probe (bench.json, 'faster') says bf16 wins",
+        "cost_note": "sized for one slice: estimated 4.6 min on one H200, not yet measured, from the E2 slice: 2 "
+                     "networks x 1500 steps of 128 at 3,050 images/s (probe, wavelet basis: 3,190 fp32) = 126 s; "
+                     "sampling 5 x 1000 x 50 NFE, bits/dim 21 x 3000 images, set-up (data, classifier) ~152 s. "
+                     "Measured on one H200 (2026-12-04): E2's 4.4 min = training at 4,331 images/s (0.96 of the "
+                     "probe's fp32 rate; fp32 faster than bf16 for every network of this profile) + 134 s of data, "
+                     "evaluation, samples and scores (1.65 x their FLOP estimate)",
     },
     # the paper: CIFAR-10, 300k steps (the paper's length; its network is not known).
     "paper": {
