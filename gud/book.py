@@ -477,6 +477,31 @@ def benchmark_rows(folder: Path | None = None) -> list[list]:
     return out
 
 
+def fid_table(result: Result) -> None:
+    """The FID of the stored 8-bit samples (``python -m gud fid``), with its protocol, or one line
+    saying that this result has none."""
+    m = result.metrics
+    fid = m.get("fid") or {}
+    if not fid:
+        display_html("<p><b>FID:</b> not computed for this result (the <code>ci</code> profile's 8×8 images "
+                     "are too small for Inception features; a <code>gpu</code> result gets it offline with "
+                     "<code>python -m gud fid</code>).</p>")
+        return
+    proto = m.get("fid_protocol", {})
+    n = proto.get("n_samples")
+    import re
+
+    def setting(key: str) -> str:  # "a1.6-r0" -> "a = 1.6, r = 0"; other parts as they are
+        return ", ".join(re.sub(r"^([a-z])(-?[\d.]+)$", r"\1 = \2", part) for part in re.split(r"[-/]", key))
+
+    rows = [[k.split("/")[0], setting(k.split("/", 1)[1]), f"{v:.1f}"] for k, v in sorted(fid.items())]
+    caption = (f"FID of {n} samples per setting against {proto.get('reference', 'the test split')} "
+               f"({proto.get('network', 'Inception-v3')}; {proto.get('preprocessing', '')}). From {n} samples "
+               f"FID is biased upwards (the bias falls like 1/N): not comparable with FIDs of 50,000 samples, "
+               f"such as the paper's")
+    table(["data", "setting", "FID"], rows, numeric=[False, False, True], caption=caption)
+
+
 def probe_rows(folder: Path | None = None) -> list[list]:
     """Training and sampling throughput of the networks of a profile, fp32 beside bf16, from every
     committed ``python -m gud bench --json`` file (its ``probe``) under ``results/benchmarks``."""
