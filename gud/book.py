@@ -296,6 +296,35 @@ class Chapter:
             f'data-min-text-px="{natural_px:.2f}"><figcaption class="tex2jax_process mathjax_process">'
             f"<b>Figure {self.tag}.{n}.</b> {escape(full)}</figcaption></figure>")
 
+    def other_profile_result(self, profile: str = "gpu") -> Result | None:
+        """Where this page shows ``ci`` results: the stored result of ``profile`` for the
+        chapter's current configuration of it, if any (else ``None``)."""
+        if self.shown_profile != "ci":
+            return None
+        return ResultsStore().load(self.experiment, profile, experiment_config(self.experiment, profile))
+
+    def other_profile_caption(self, profile: str = "gpu") -> str:
+        """What the stored ``profile`` result is, in words (data, seeds, compute), for the caption
+        of its figures on a ``ci`` page; empty when there is none."""
+        res = self.other_profile_result(profile)
+        if res is None:
+            return ""
+        seeds = res.config.get("seeds")
+        parts = [res.metrics.get("data_description", ""),
+                 f"seed{'s' if seeds and len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else "",
+                 _compute_text(res.info)]
+        return "; ".join(p for p in parts if p) + "."
+
+    def other_profile_claims(self, profile: str = "gpu") -> None:
+        """Where this page shows ``ci`` results and a ``profile`` result is stored: its claims
+        table, under a line that says what it is."""
+        res = self.other_profile_result(profile)
+        if res is None:
+            return
+        display_html(f"<p>The same claims in the <code>{escape(profile)}</code> profile "
+                     f"({escape(self.other_profile_caption(profile))[:-1]}):</p>")
+        claims_table(res)
+
     def other_profile_figure(self, name: str, caption: str) -> None:
         """Where the book shows ``ci`` results and a committed ``gpu`` figure of the same figure
         exists, show it below, collapsed, with its caption."""
