@@ -50,7 +50,7 @@ SAMPLER_NAMES = {
 #: Figures are shown at DISPLAY_DPI CSS px per inch, at most COLUMN_PX wide (the content column
 #: at a 1280 px window; tests/html/test_render.py measures the rendered size), and no text in
 #: them may then be smaller than MIN_TEXT_PX.
-DISPLAY_DPI, COLUMN_PX, MIN_TEXT_PX = 100, 720, 9.0
+DISPLAY_DPI, COLUMN_PX, MIN_TEXT_PX = 100, 672, 9.0
 #: The settings a reader needs, in words, in the order shown (the full configuration is on the
 #: configurations page).
 SETTINGS = {

@@ -173,7 +173,7 @@ def test_chapter_numbers_figures_and_tables_per_chapter(monkeypatch, tmp_path):
 
 def test_chapter_figure_refuses_text_too_small_at_page_width(monkeypatch, tmp_path):
     ch, _ = _chapter(monkeypatch, tmp_path, [])
-    fig, ax = plt.subplots(figsize=(14, 3))  # shown at 720 px: about half size
+    fig, ax = plt.subplots(figsize=(14, 3))  # shown at the 672 px column: about half size
     ax.set_title("title", fontsize=10)
     ax.tick_params(labelsize=8)
     with pytest.raises(ValueError, match="smallest text"):
