@@ -137,16 +137,23 @@ def _copy_without_git(dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("micro", [False, True])
-def test_slice_stages_isolate_failures_without_git(tmp_path, micro):
+def _fake_slice(tmp_path: Path, **extra: str) -> tuple[Path, Path, Path, dict]:
+    """A copy of the tree without .git, the fake interpreter, and the environment of a slice run
+    with it: (repo, out, calls, env)."""
     repo = _copy_without_git(tmp_path / "repo")
     fake = tmp_path / "fakepy"
     fake.write_text(FAKE)
     fake.chmod(0o755)
     out, calls = tmp_path / "out", tmp_path / "calls.txt"
     env = dict(os.environ, PYTHON=str(fake), REAL_PY=sys.executable, CALLS=str(calls), OUT=str(out),
-               FAIL_SMOKE="e4", FAIL_REAL="e2", GUD_DATA=str(tmp_path / "data"), SMOKE_S="60")
+               GUD_DATA=str(tmp_path / "data"), **extra)
     env.pop("GUD_GPU_SLICE_MICRO", None)
+    return repo, out, calls, env
+
+
+@pytest.mark.parametrize("micro", [False, True])
+def test_slice_stages_isolate_failures_without_git(tmp_path, micro):
+    repo, out, calls, env = _fake_slice(tmp_path, FAIL_SMOKE="e4", FAIL_REAL="e2", SMOKE_S="60")
     if micro:
         env["GUD_GPU_SLICE_MICRO"] = "1"
     r = subprocess.run(["bash", ".ci/gpu-slice", "200", "e2", "e4", "e5", "e1"], cwd=repo, env=env,
@@ -174,14 +181,7 @@ def test_slice_stages_isolate_failures_without_git(tmp_path, micro):
 def test_second_command_skips_smoke_and_probe(tmp_path):
     """NO_SMOKE=1 NO_PROBE=1 (a second command on the same warm machine): the real runs only, in
     the order given, then the pack."""
-    repo = _copy_without_git(tmp_path / "repo")
-    fake = tmp_path / "fakepy"
-    fake.write_text(FAKE)
-    fake.chmod(0o755)
-    out, calls = tmp_path / "out", tmp_path / "calls.txt"
-    env = dict(os.environ, PYTHON=str(fake), REAL_PY=sys.executable, CALLS=str(calls), OUT=str(out),
-               GUD_DATA=str(tmp_path / "data"), NO_SMOKE="1", NO_PROBE="1")
-    env.pop("GUD_GPU_SLICE_MICRO", None)
+    repo, out, calls, env = _fake_slice(tmp_path, NO_SMOKE="1", NO_PROBE="1")
     r = subprocess.run(["bash", ".ci/gpu-slice", "200", "e5", "e4"], cwd=repo, env=env,
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
