@@ -11,3 +11,12 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No mirror, an empty cache folder, no downloads (``tmp_path``)."""
+    monkeypatch.delenv("GUD_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("GUD_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("GUD_OFFLINE", "1")
+    return tmp_path

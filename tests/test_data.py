@@ -13,15 +13,6 @@ from gud.data import DATASETS, DatasetNotFoundError, ImageData, decode_cifar10_j
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No mirror, an empty cache folder, no downloads."""
-    monkeypatch.delenv("GUD_DATA_MIRROR", raising=False)
-    monkeypatch.setenv("GUD_DATA", str(tmp_path / "cache"))
-    monkeypatch.setenv("GUD_OFFLINE", "1")
-    return tmp_path
-
-
 def test_digits_shape_range_and_split(offline):
     train, test = load_dataset("digits"), load_dataset("digits", "test")
     assert isinstance(train, ImageData)

@@ -9,14 +9,6 @@ from gud.bases import WaveletBasis
 from gud.data import load_dataset
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    monkeypatch.delenv("GUD_DATA_MIRROR", raising=False)
-    monkeypatch.setenv("GUD_DATA", str(tmp_path / "cache"))
-    monkeypatch.setenv("GUD_OFFLINE", "1")
-    return tmp_path
-
-
 @pytest.mark.parametrize("shape, levels, needle", [
     ((1, 7, 7), None, r"even H and W.*\(1, 7, 7\)"),
     ((1, 8, 8), 4, r"2\*\*4 = 16.*at most 3 levels"),
