@@ -661,22 +661,44 @@ def summary_rows(profile: str | None = None, store: ResultsStore | None = None) 
     return out
 
 
+def _short_scale(scale: str) -> str:
+    """A data description without its split sizes: "CIFAR-10 (JPEG mirror) (32×32)"."""
+    import re
+
+    return re.split(r"[,:] \d+ training", scale)[0]
+
+
 def paper_summary(profile: str | None = None, store: ResultsStore | None = None) -> None:
-    """The introduction's table: every chapter's claims, the paper's statement, this book's
-    evidence with its scale and profile, and the verdict (links to the chapter and the protocol)."""
+    """The introduction's table: one row per claim of every chapter (the paper's statement) and one
+    column per profile with a stored result (the verdict, linked to the protocol; the evidence, the
+    data and, where not assessable, the reason, folded under it)."""
     rows = summary_rows(profile, store)
-    head = "".join(f"<th>{h}</th>" for h in ("chapter", "claim", "paper", "this book (scale, profile)", "verdict"))
-    body = []
+    profiles = list(dict.fromkeys(r["profile"] for r in rows))
+    claims: dict[tuple, dict] = {}
     for r in rows:
-        chapter = f'<a href="{r["page"]}.html">{r["chapter"]}</a>'
-        evidence = f"{escape(r['evidence'])}<br><small>{escape(r['scale'])}; profile {escape(r['profile'])}</small>"
-        body.append("<tr>" + "".join(f"<td>{x}</td>" for x in (
-            chapter, escape(r["claim"]), escape(r["paper"]), evidence, _verdict_html(r))) + "</tr>")
-    caption = ("Every claim of the chapters, generated from the stored results: the paper's statement, this book's "
-               "numbers (± one standard error; data, scale and profile below them) and the verdict of the declared "
-               "test (protocol page).")
-    display_html(f'<table class="gud-table gud-claims"><caption>{escape(caption)}</caption><thead><tr>{head}</tr>'
-                 f'</thead><tbody>{"".join(body)}</tbody></table>')
+        claims.setdefault((r["chapter"], r["id"]), {"first": r})[r["profile"]] = r
+    head = "".join(f"<th>{escape(h)}</th>" for h in ["chapter", "claim", "paper"] + [f"profile {p}" for p in profiles])
+    body = []
+    for c in claims.values():
+        r0 = c["first"]
+        cells = [f'<a href="{r0["page"]}.html">{r0["chapter"]}</a>', escape(r0["claim"]), escape(r0["paper"])]
+        for p in profiles:
+            r = c.get(p)
+            if r is None:
+                cells.append("")
+                continue
+            v = escape(r["verdict"])
+            anchor = "gates" if r["verdict"] == "not assessable" else "verdicts"
+            folded = escape(r["evidence"]) + (f"<br><i>Why not assessable:</i> {escape(r['reason'])}"
+                                              if r.get("reason") else "")
+            cells.append(f'<a class="gud-verdict gud-{v.replace(" ", "-")}" href="{PROTOCOL_PAGE}#{anchor}">{v}</a>'
+                         f"<details><summary>{escape(_short_scale(r['scale']))}</summary>{folded}</details>")
+        body.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+    caption = ("Every claim of the chapters, generated from the stored results: the paper's statement and, per "
+               "profile, the verdict of the declared test (protocol page); under it, the data, and folded, this "
+               "book's numbers (± one standard error) and, where a claim is not assessable, the reason.")
+    display_html(f'<table class="gud-table gud-claims gud-summary"><caption>{escape(caption)}</caption><thead><tr>'
+                 f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
 
 
 # ----------------------------------------------------------------------------- data named from configurations
