@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -156,6 +157,7 @@ class Chapter:
     stems: dict | None = None  # figure name -> numbered file stem
     parts: dict = field(default_factory=dict)  # figure name -> [number, index of its last part]
     shown: Result | None = None
+    others: dict = field(default_factory=dict)  # profile -> its stored result (or None), loaded once
 
     @property
     def tag(self) -> str:
@@ -301,7 +303,10 @@ class Chapter:
         chapter's current configuration of it, if any (else ``None``)."""
         if self.shown_profile != "ci":
             return None
-        return ResultsStore().load(self.experiment, profile, experiment_config(self.experiment, profile))
+        if profile not in self.others:
+            self.others[profile] = ResultsStore().load(self.experiment, profile,
+                                                       experiment_config(self.experiment, profile))
+        return self.others[profile]
 
     def other_profile_caption(self, profile: str = "gpu") -> str:
         """What the stored ``profile`` result is, in words (data, seeds, compute), for the caption
@@ -309,9 +314,9 @@ class Chapter:
         res = self.other_profile_result(profile)
         if res is None:
             return ""
-        seeds = res.config.get("seeds")
+        seeds = res.config.get("seeds") or []
         parts = [res.metrics.get("data_description", ""),
-                 f"seed{'s' if seeds and len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else "",
+                 f"seed{'s' if len(seeds) > 1 else ''} {_plain(list(seeds))}" if seeds else "",
                  _compute_text(res.info)]
         return "; ".join(p for p in parts if p) + "."
 
@@ -518,7 +523,6 @@ def fid_table(result: Result) -> None:
         return
     proto = m.get("fid_protocol", {})
     n = proto.get("n_samples")
-    import re
 
     def setting(key: str) -> str:  # "a1.6-r0" -> "a = 1.6, r = 0"; other parts as they are
         return ", ".join(re.sub(r"^([a-z])(-?[\d.]+)$", r"\1 = \2", part) for part in re.split(r"[-/]", key))
@@ -543,11 +547,6 @@ def probe_rows(folder: Path | None = None) -> list[list]:
                         f"{r['data']}, {r['basis']} basis", r["precision"], f"{r['train_img_s']:,.0f}",
                         f"{r['img_nfe_s']:,.0f}"])
     return out
-
-
-def gpu_measured() -> bool:
-    """Whether a committed benchmark was measured on a GPU."""
-    return any(d["machine"]["device"] != "cpu" for d in _benchmark_files())
 
 
 # ----------------------------------------------------------------------------- claims and verdicts
@@ -663,8 +662,6 @@ def summary_rows(profile: str | None = None, store: ResultsStore | None = None) 
 
 def _short_scale(scale: str) -> str:
     """A data description without its split sizes: "CIFAR-10 (JPEG mirror) (32×32)"."""
-    import re
-
     return re.split(r"[,:] \d+ training", scale)[0]
 
 
