@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml
 
 test: test-unit results test-notebooks
 
+# Two workers (one torch thread each, tests/conftest.py): 2 min instead of 4-5 on two cores.
 test-unit: env
-	$(PY) -m pytest -q tests --ignore=tests/html
+	$(PY) -m pytest -q -n 2 tests --ignore=tests/html
 
 # The committed ci results (results/*/ci/) are the book's reference. `make results` recomputes them
 # from scratch into $(VERIFY_DIR) (two worker processes, one torch thread each) and verifies them

