@@ -293,7 +293,8 @@ def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None
     """``python -m gud bench``: probe the networks of ``profile`` in fp32 and (on CUDA) bf16
     (``quick``: 30 s in all, else 30 s per network and precision, unless ``seconds`` is given),
     then ours beside the peer at equal parameters (:func:`compare_peer`; quick: the size of the
-    gpu profile's U-Net; else also the MNIST and DDPM-CIFAR sizes; the small size on the CPU),
+    gpu profile's U-Net; else also the MNIST and DDPM-CIFAR sizes, and those two in the peer's channel
+    layout; the small size on the CPU),
     and the ELBO throughput. With ``json_path`` everything is also written there as JSON.
     On the CPU torch runs ``threads`` intra-op threads (default: env ``GUD_THREADS``, else 1:
     on a shared machine more threads spin-wait and slow small networks down many times).
@@ -333,7 +334,8 @@ def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None
             print(f"  faster for {name}: {prec}")
         save()
         if peer:
-            sizes = ["small"] if dev.type == "cpu" else (["gpu"] if quick else ["mnist", "cifar", "gpu"])
+            sizes = ["small"] if dev.type == "cpu" else (
+                ["gpu"] if quick else ["mnist", "cifar", "gpu", "mnist-layout", "cifar-layout"])
             out["peer"] = peer_rows(sizes, dev, seconds=1.0 if dev.type == "cpu" else (4.0 if quick else 10.0))
             save()
         if entries:
@@ -386,6 +388,16 @@ PEER_SIZES = {
     "gpu": ((3, 32, 32), 128,  # the U-Net of the gpu profile (4.89M) and the peer at 4.80M
             {"base_channels": 64, "channel_mults": (1, 2, 2), "num_res_blocks": 1},
             {"dim": 44, "dim_mults": (1, 2, 4)}),
+    # ours in the peer's channel layout (multipliers 1-2-4 and 1-2-4-8): equal parameters and at most the
+    # peer's FLOPs (0.47 vs 0.65 and 3.17 vs 3.65 GFLOP forward), so the ratio compares implementations
+    "mnist-layout": ((1, 28, 28), 256,
+                     {"base_channels": 24, "channel_mults": (1, 2, 4), "num_res_blocks": 2,
+                      "attention_resolutions": (7,)},
+                     {"dim": 32, "dim_mults": (1, 2, 4)}),
+    "cifar-layout": ((3, 32, 32), 128,
+                     {"base_channels": 48, "channel_mults": (1, 2, 4, 8), "num_res_blocks": 2,
+                      "attention_resolutions": (4,)},
+                     {"dim": 64, "dim_mults": (1, 2, 4, 8)}),
     "small": ((1, 16, 16), 16,
               {"base_channels": 8, "channel_mults": (1, 2), "num_res_blocks": 1},
               {"dim": 12, "dim_mults": (1, 2)}),

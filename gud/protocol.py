@@ -216,15 +216,16 @@ def network_gate(E, info: Mapping, net: Mapping, gaussian: Mapping, metric: str,
     if metric == "bpd" and full_gaussian:
         full = dict(dataset=net["dataset"], model="full_gaussian")
         d, e = E.bpd_diff(net, full)
+        beats = d < -Z * e
         key = f"{label} vs the full-covariance Gaussian (bits/dim)"
         floor = E.bpd("prior", **net)[0] + E.bpd("reconstruction", **net)[0]  # the network does not change these
-        if not d < -Z * e and _finite(floor):
+        if not beats and _finite(floor):
             nv, fv = E.bpd(**net)[0], E.bpd(**full)[0]
             reach = "out of reach in this process: " if floor >= fv else ""
             key = (f"{label} vs the full-covariance Gaussian (bits/dim {nv:.2f} vs {fv:.2f}; {reach}the "
                    f"network's prior and reconstruction terms, set by the schedule's end points, alone cost "
                    f"{floor:.2f})")
-        out[key] = d < -Z * e
+        out[key] = beats
     if metric == "score":
         if full_gaussian:
             v, e = E.score(**net)

@@ -113,3 +113,23 @@ def test_bench_ci_step_times_ours_beside_the_plain_step(capsys):
     assert plain > 0 and ours > 0
     diff = float(re.search(r"largest weight difference after 6 steps: ([\d.e+-]+)", out).group(1))
     assert diff <= 1e-6, out
+
+
+@pytest.mark.skipif(not HAVE_PEER, reason="needs the `bench` extra (denoising-diffusion-pytorch)")
+def test_peer_sizes_have_equal_parameters_and_the_layout_sizes_no_more_flops():
+    """Every pair of the peer comparison has parameter counts within PARAM_TOLERANCE (counted, not
+    quoted); the -layout pairs also do no more forward FLOPs per image than the peer."""
+    import torch
+
+    from gud.bench import PARAM_TOLERANCE, PEER_SIZES, count_params, forward_gflop, import_peer
+    from gud.nets import UNet
+
+    unet_cls = import_peer()[0]
+    for size, (shape, _, ours_kw, peer_kw) in PEER_SIZES.items():
+        c, h, w = shape
+        ours = UNet(c, (h, w), c * h * w, **ours_kw)
+        peer = unet_cls(channels=c, **peer_kw)
+        assert abs(count_params(ours) / count_params(peer) - 1) <= PARAM_TOLERANCE, size
+        if size.endswith("-layout"):
+            x = torch.zeros(1, *shape)
+            assert forward_gflop(ours, x, torch.zeros(1, c * h * w)) <= forward_gflop(peer, x, torch.zeros(1)), size

@@ -132,12 +132,12 @@ CONFIGS = {
         "score_seed": 0,
         "fid_samples": 500,
         "weights_dtype": "bfloat16",
-        "cost_note": "sized for one slice: estimated 4.7 min on one H200, not yet measured, from the E2 slice: 3 "
-                     "networks x 1400 steps of 128 at 4,500 images/s (probe, PCA basis: 4,710 fp32) = 119 s; sampling "
-                     "11 x 500 x 50 NFE, bits/dim 11 x 3000 images, set-up (data, two PCA fits, classifier) ~162 s. "
-                     "Measured on one H200 (2026-12-04): E2's 4.4 min = training at 4,331 images/s (0.96 of the "
-                     "probe's fp32 rate; fp32 faster than bf16 for every network of this profile) + 134 s of data, "
-                     "evaluation, samples and scores (1.65 x their FLOP estimate)",
+        "cost_note": "estimated 4.7 min on one H200: 3 networks x 1400 steps of 128 at 4,500 images/s (119 s); "
+                     "sampling 11 x 500 x 50 NFE, bits/dim 11 x 3000 images, data, two PCA fits and the classifier "
+                     "~162 s "
+                     "(training at 0.96 of the probe's rate, the rest at 1.65 x its FLOP estimate, "
+                     "both as measured for E2's gpu run on one H200, 2026-12-04; fp32, faster than bf16 there "
+                     "for every network of this profile)",
     },
     "paper": {
         **_COMMON,

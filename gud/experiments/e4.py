@@ -133,14 +133,12 @@ CONFIGS = {
             "train_kwargs": {"amp_bf16": False, "channels_last": True},
             "max_steps": 3000, "eval_every": 500, "patience": 3, "batch_size": 128, "lr": 2e-4,
             "n_time_samples": 1, "exact_chunk": 32, "weights_dtype": "bfloat16",
-            "cost_note": "sized for one slice: estimated 4.2 min on one H200, not yet measured, from the E2 slice: 1 "
-                         "network x 3000 steps of 128 at 4,770 images/s (probe, pixel basis: 4,991 fp32) = 80 s; "
-                         "extensions (2 x 32 slides x 50 steps), the unconditioned baseline (1024 windows x 615 steps), "
-                         "tiles and bits/dim ~155 s; field draws ~15 s (window covariances; the slice of 2026-12-04 spent "
-                         "over 108 s drawing whole super fields before training began). Measured on one H200 (2026-12-04):"
-                         " E2's 4.4 min = training at 4,331 images/s (0.96 of the probe's fp32 rate; fp32 faster than bf16"
-                         " for every network of this profile) + 134 s of data, evaluation, samples and scores (1.65 x "
-                         "their FLOP estimate)"},
+            "cost_note": "estimated 4.2 min on one H200: 1 network x 3000 steps of 128 at 4,770 images/s (80 s); "
+                         "extensions (2 x 32 slides x 50 steps), the unconditioned baseline (1024 windows x 615 "
+                         "steps), tiles and bits/dim ~155 s; field draws ~15 s "
+                         "(training at 0.96 of the probe's rate, the rest at 1.65 x its FLOP estimate, "
+                         "both as measured for E2's gpu run on one H200, 2026-12-04; fp32, faster than bf16 there "
+                         "for every network of this profile)"},
     # the paper's data: PatchCamelyon 32x32 crops (not available offline: provide it by hand,
     # see data/README.md), with the 32x32 field as the scored companion.
     "paper": {**_COMMON, "datasets": [_images_set("pcam", "pcam", 10000), _GRF32], "threads": None,

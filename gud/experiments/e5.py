@@ -138,12 +138,12 @@ CONFIGS = {
         "score_steps": 2000,
         "score_seed": 0,
         "weights_dtype": "bfloat16",
-        "cost_note": "sized for one slice: estimated 4.6 min on one H200, not yet measured, from the E2 slice: 2 "
-                     "networks x 1500 steps of 128 at 3,050 images/s (probe, wavelet basis: 3,190 fp32) = 126 s; "
-                     "sampling 5 x 1000 x 50 NFE, bits/dim 21 x 3000 images, set-up (data, classifier) ~152 s. "
-                     "Measured on one H200 (2026-12-04): E2's 4.4 min = training at 4,331 images/s (0.96 of the "
-                     "probe's fp32 rate; fp32 faster than bf16 for every network of this profile) + 134 s of data, "
-                     "evaluation, samples and scores (1.65 x their FLOP estimate)",
+        "cost_note": "estimated 4.6 min on one H200: 2 networks x 1500 steps of 128 at 3,050 images/s (126 s); "
+                     "sampling 5 x 1000 x 50 NFE, bits/dim 21 x 3000 images, data and the classifier ~152 s "
+                     ""
+                     "(training at 0.96 of the probe's rate, the rest at 1.65 x its FLOP estimate, "
+                     "both as measured for E2's gpu run on one H200, 2026-12-04; fp32, faster than bf16 there "
+                     "for every network of this profile)",
     },
     # the paper: CIFAR-10, 300k steps (the paper's length; its network is not known).
     "paper": {
