@@ -271,7 +271,8 @@ def _bench(args) -> int:
     from .bench import main as bench_main
 
     return bench_main(quick=args.quick, profile=args.profile, seconds=args.seconds, device=args.device,
-                      json_path=args.json, peer=not args.no_peer)
+                      json_path=args.json, peer=not args.no_peer, peer_sizes=args.peer_sizes,
+                      peer_only=args.peer_only)
 
 
 def _verify(args) -> int:
@@ -334,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     p.add_argument("--no-peer", action="store_true", help="skip the comparison with denoising-diffusion-pytorch")
+    p.add_argument("--peer-sizes", nargs="+", default=None, metavar="SIZE",
+                   help="the sizes of the peer comparison (gud.bench.PEER_SIZES; default: by --quick and device)")
+    p.add_argument("--peer-only", action="store_true",
+                   help="only the peer comparison (--seconds: per size and precision)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("verify", help="compare recomputed results with the reference (the committed ones)",

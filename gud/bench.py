@@ -289,19 +289,25 @@ def profile_entries(profile: str) -> list[dict[str, Any]]:
 
 def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None,
          device: str | None = None, threads: int | None = None, json_path: str | None = None,
-         peer: bool = True) -> int:
+         peer: bool = True, peer_sizes: Sequence[str] | None = None, peer_only: bool = False) -> int:
     """``python -m gud bench``: probe the networks of ``profile`` in fp32 and (on CUDA) bf16
     (``quick``: 30 s in all, else 30 s per network and precision, unless ``seconds`` is given),
     then ours beside the peer at equal parameters (:func:`compare_peer`; quick: the size of the
     gpu profile's U-Net; else also the MNIST and DDPM-CIFAR sizes, and those two in the peer's channel
-    layout; the small size on the CPU),
-    and the ELBO throughput. With ``json_path`` everything is also written there as JSON.
+    layout; the small size on the CPU; or the ``peer_sizes`` named), and the ELBO throughput.
+    ``peer_only``: the comparison with the peer alone (no probe of the profile's networks, no ELBO). With ``json_path`` everything is also written there as JSON.
     On the CPU torch runs ``threads`` intra-op threads (default: env ``GUD_THREADS``, else 1:
     on a shared machine more threads spin-wait and slow small networks down many times).
     Returns the exit status."""
     import os
 
-    entries = profile_entries(profile)
+    unknown = sorted(set(peer_sizes or ()) - set(PEER_SIZES))
+    if unknown:
+        raise ValueError(f"unknown peer size(s) {', '.join(unknown)}; known: {', '.join(PEER_SIZES)}")
+    if peer_only and not peer:
+        raise ValueError("peer_only and no peer: nothing to measure")
+    entries = [] if peer_only else profile_entries(profile)
+    peer_seconds = seconds if peer_only and seconds else None  # else by device and --quick
     if seconds is None:
         seconds = 30.0 if quick else 30.0 * max(1, len(entries))
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -334,9 +340,10 @@ def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None
             print(f"  faster for {name}: {prec}")
         save()
         if peer:
-            sizes = ["small"] if dev.type == "cpu" else (
+            sizes = list(peer_sizes) if peer_sizes else ["small"] if dev.type == "cpu" else (
                 ["gpu"] if quick else ["mnist", "cifar", "gpu", "mnist-layout", "cifar-layout"])
-            out["peer"] = peer_rows(sizes, dev, seconds=1.0 if dev.type == "cpu" else (4.0 if quick else 10.0))
+            per = 1.0 if dev.type == "cpu" else (4.0 if quick else 10.0)
+            out["peer"] = peer_rows(sizes, dev, seconds=peer_seconds or per)
             save()
         if entries:
             out["elbo"] = elbo_probe(entries[-1], device=dev, seconds=min(15.0, seconds / 4))

@@ -133,3 +133,24 @@ def test_peer_sizes_have_equal_parameters_and_the_layout_sizes_no_more_flops():
         if size.endswith("-layout"):
             x = torch.zeros(1, *shape)
             assert forward_gflop(ours, x, torch.zeros(1, c * h * w)) <= forward_gflop(peer, x, torch.zeros(1)), size
+
+
+def test_bench_refuses_an_unknown_peer_size():
+    from gud.bench import main
+
+    with pytest.raises(ValueError, match="unknown peer size.*cifar-wide.*known: mnist"):
+        main(peer_sizes=["cifar-wide"], device="cpu")
+
+
+@pytest.mark.skipif(not HAVE_PEER, reason="needs the `bench` extra (denoising-diffusion-pytorch)")
+def test_bench_peer_only_measures_the_named_sizes_and_nothing_else(tmp_path):
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "gud", "bench", "--peer-only", "--peer-sizes", "small",
+                          "--seconds", "0.2", "--device", "cpu", "--json", str(tmp_path / "b.json")],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    d = json.loads((tmp_path / "b.json").read_text())
+    assert d["probe"] == [] and "elbo" not in d
+    assert [r["size"] for r in d["peer"]["rows"]] == ["small"]
+    assert d["peer"]["rows"][0]["ours_img_s"] > 0 and d["peer"]["rows"][0]["peer_img_s"] > 0

@@ -192,6 +192,18 @@ def test_second_command_skips_smoke_and_probe(tmp_path):
     assert "smoke: skipped (NO_SMOKE)" in log and "probe: skipped (NO_PROBE)" in log and "pack:" in log
 
 
+def test_peer_sizes_replace_the_probe_by_the_peer_comparison_at_those_sizes(tmp_path):
+    repo, out, calls, env = _fake_slice(tmp_path, NO_SMOKE="1", PEER_SIZES="mnist-layout cifar-layout")
+    r = subprocess.run(["bash", ".ci/gpu-slice", "200", "e5"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    bench = [c for c in calls.read_text().splitlines() if c.startswith("-m gud bench")]
+    assert len(bench) == 1 and "--peer-only --peer-sizes mnist-layout cifar-layout --seconds 10" in bench[0]
+    log = (out / "log.txt").read_text()
+    assert log.index("probe (peer comparison, mnist-layout cifar-layout): done") < log.index("e5: start")
+    assert json.loads((out / "bench.json").read_text()) == {"probe": []}
+
+
 def test_probe_writes_json_with_the_peer_on_the_real_training_path(tmp_path, monkeypatch):
     """``python -m gud bench --json``: our networks per precision, the faster precision per network,
     ours beside the peer at equal parameters; ours runs with the loss generator on the training
