@@ -172,6 +172,8 @@ def combine(outcomes: Iterable[Outcome], evidence: str | None = None) -> Outcome
         return Outcome(NOT_ASSESSABLE, test, text, "; ".join(dict.fromkeys(missing)))
     verdicts = {o.verdict for o in outs}
     verdict = HOLDS if verdicts == {HOLDS} else FAILS if verdicts == {FAILS} else INCONCLUSIVE
+    if verdict == INCONCLUSIVE and len(outs) > 1 and evidence is None:  # say which leg gave which verdict
+        text = "; ".join(f"{o.evidence} [{o.verdict}]" for o in outs if o.evidence)
     return Outcome(verdict, test, text)
 
 

@@ -80,6 +80,9 @@ def test_combine():
     assert P.combine([f, f]).verdict == P.FAILS
     assert P.combine([h, f]).verdict == P.INCONCLUSIVE                   # mixed evidence
     assert P.combine([h, i]).verdict == P.INCONCLUSIVE
+    legs = [P.Outcome(P.HOLDS, "equivalence", "bits/dim +0.01"), P.Outcome(P.FAILS, "equivalence", "KCD +0.3")]
+    assert P.combine(legs).evidence == f"bits/dim +0.01 [{P.HOLDS}]; KCD +0.3 [{P.FAILS}]"  # mixed: each leg's verdict
+    assert P.combine(legs[:1] * 2).evidence == "bits/dim +0.01; bits/dim +0.01"
     na = P.not_assessable("equivalence", "network at the cap")
     out = P.combine([h, na])
     assert out.verdict == P.NOT_ASSESSABLE and out.reason == "network at the cap"

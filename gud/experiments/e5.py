@@ -410,6 +410,8 @@ def claims(cfg: dict, metrics: dict, arrays) -> list[dict]:
             d, e = E.diff(m, sel(*pt), sel(1.0, None))
             text = (f"{names[m]}: family at ({pt[0]:g}, {pt[1]:g}) {fmt(m, *pt)}, standard diffusion "
                     f"{fmt(m, 1.0, None)}, difference {d:+.3f} ± {e:.3f}")
+            if m == "bpd":  # different priors, so different end points: say which term makes the difference
+                text += f" (driven by the {E.driver(sel(*pt), sel(1.0, None))})"
             test = (P.equivalence(d, e, margins[m], text) if math.isfinite(margins[m])
                     else P.not_assessable("equivalence", "no sample-score margin", text))
             legs.append(P.guarded(test, gate([pt, (1.0, None)], m)))
