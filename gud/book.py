@@ -208,13 +208,18 @@ class Chapter:
                 has_gpu = ResultsStore().load(self.experiment, "gpu", experiment_config(self.experiment, "gpu")) is not None
             except ValueError:
                 has_gpu = False
-            other = ("<br><b>gpu profile</b> (32×32 data): " + (
+            other = (f"<br><b>gpu profile</b> ({escape(data_words(self.experiment, 'gpu'))}): " + (
                 "computed; its figures are shown, collapsed, below the ci ones" if has_gpu else
                 f"configured, not computed yet (<code>python -m gud run {escape(self.experiment)} "
                 f"--profile gpu</code>)"))
+        older = ""
+        if _by_earlier_code(result):
+            older = (f"<br><b>Computed by an earlier version of <code>gud</code></b> than this page's: the numbers are "
+                     f"as stored (<code>python -m gud run {escape(self.experiment)} --profile "
+                     f"{escape(result.profile)}</code> recomputes them).")
         display_html(f'<div class="gud-profile-banner admonition note"><p class="admonition-title">'
                      f'Profile <code>{escape(result.profile)}</code></p>{note}'
-                     f"<p><b>Data:</b> {escape(data)}.<br><b>Compute:</b> {escape(compute)}.{other}</p></div>")
+                     f"<p><b>Data:</b> {escape(data)}.<br><b>Compute:</b> {escape(compute)}.{older}{other}</p></div>")
 
     def show_config(self) -> None:
         """The chapter's main settings in words (a numbered table); every setting is one click
@@ -317,7 +322,8 @@ class Chapter:
         seeds = res.config.get("seeds") or []
         parts = [res.metrics.get("data_description", ""),
                  f"seed{'s' if len(seeds) > 1 else ''} {_plain(list(seeds))}" if seeds else "",
-                 _compute_text(res.info)]
+                 _compute_text(res.info),
+                 "computed by an earlier version of gud, numbers as stored" if _by_earlier_code(res) else ""]
         return "; ".join(p for p in parts if p) + "."
 
     def other_profile_claims(self, profile: str = "gpu") -> None:
@@ -365,10 +371,19 @@ def _compute_text(info: dict) -> str:
     wall = info.get("wall_seconds_last_call")
     parts = [f"{dev}"]
     if info.get("torch_threads") and str(info.get("device", "cpu")).startswith("cpu"):
-        parts.append(f"{info['torch_threads']} torch thread(s)")
+        n = info["torch_threads"]
+        parts.append(f"{n} torch thread{'s' if n != 1 else ''}")
     if wall is not None:
-        parts.append(f"{wall / 60:.1f} min for the last computation" if wall >= 60 else f"{wall:.0f} s")
+        parts.append(f"{wall / 60:.1f} min wall time" if wall >= 60 else f"{wall:.0f} s wall time")
     return ", ".join(parts)
+
+
+def _by_earlier_code(result: Result) -> bool:
+    """Whether ``result`` was computed by another version of the package than the one running."""
+    from .results import code_hash
+
+    stored = result.info.get("code_hash")
+    return bool(stored) and stored != code_hash()
 
 
 def chapter(experiment: str, threads: int | None = None, show_config: bool = True) -> Chapter:
@@ -504,7 +519,8 @@ def benchmark_rows(folder: Path | None = None) -> list[list]:
         m = d["machine"]
         for r in d.get("rows") or d.get("peer", {}).get("rows", []):
             dev = "CPU" if m["device"] == "cpu" else m["device_name"]
-            out.append([f"{dev}, {m['threads']} thread(s), torch {m['torch'].split('+')[0]} ({m['date']})",
+            threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+            out.append([f"{dev}, {threads}, torch {m['torch'].split('+')[0]} ({m['date']})",
                         r["size"], "×".join(map(str, r["shape"])), r["batch"], r["precision"],
                         f"{r['ours_params'] / 1e6:.2f}M / {r['peer_params'] / 1e6:.2f}M",
                         f"{r['ours_img_s']:.1f}", f"{r['peer_img_s']:.1f}", f"{r['ratio']:.2f}"])
@@ -609,21 +625,49 @@ def claims_table(result: Result, names: dict | None = None) -> None:
 
 
 def findings_markdown(result: Result, names: dict | None = None) -> str:
-    """What the chapter's result shows, one bullet per claim, generated from the stored claims
-    (never typed): the verdict, its test and the evidence, or why it cannot be judged."""
+    """What the chapter's result shows and what it does not, generated from the stored claims (never
+    typed): the claims grouped by verdict (the test and margin of those with a verdict; the legs of
+    an inconclusive one), and the claims that cannot be judged grouped by the reason that blocks
+    them, so that one missing piece of evidence is named once.  The numbers are in the claims table."""
     names = names or {}
     data = result.metrics.get("data_description", "")
+    claims = result.metrics.get("claims", [])
+    many = len({c["dataset"] for c in claims}) > 1
+
+    def name(c: dict) -> str:
+        return f"**{c['claim']}**" + (f" ({names.get(c['dataset'], c['dataset'])})" if many else "")
+
+    def legs(c: dict) -> str:  # "[holds]" / "[does not hold]" / ... after each leg's evidence
+        found = re.findall(r"\[(holds|does not hold|inconclusive)\]", c.get("evidence", ""))
+        return f"; its legs: {', '.join(found)}" if found else ""
+
     lines = [f"Profile `{result.profile}`" + (f" ({data})" if data else "") + ":", ""]
-    for c in result.metrics.get("claims", []):
-        ds = names.get(c["dataset"], c["dataset"])
-        if c["verdict"] == "reported":
-            lines.append(f"* **{c['claim']}** ({ds}), reported without a verdict: {c['evidence']}.")
-        elif c["verdict"] == "not assessable":
-            lines.append(f"* **{c['claim']}** ({ds}): not assessable, because {c['reason']}. "
-                         f"The numbers, for what they are worth: {c['evidence']}.")
-        else:
-            lines.append(f"* **{c['claim']}** ({ds}): **{c['verdict']}** ({c['test']} test"
-                         + (f", margin {c['margin']}" if c.get("margin") else "") + f"): {c['evidence']}.")
+    groups = [("holds", "Holds"), ("does not hold", "Does not hold"), ("inconclusive", "Inconclusive")]
+    for verdict, title in groups:
+        sel = [c for c in claims if c["verdict"] == verdict]
+        if sel:
+            items = "; ".join(f"{name(c)} ({c['test']} test" + (f", margin {c['margin']}" if c.get("margin") else "")
+                              + (legs(c) if verdict == "inconclusive" else "") + ")" for c in sel)
+            lines.append(f"* {title}: {items}.")
+    blocked: dict[str, dict[str, list[str]]] = {}  # kind of reason -> its detail -> the claims it blocks
+    for c in claims:
+        if c["verdict"] == "not assessable":
+            for part in dict.fromkeys(p for p in (c.get("reason") or "no reason recorded").split("; ") if p):
+                kind, _, detail = part.partition(": ")
+                blocked.setdefault(kind, {}).setdefault(detail, []).append(name(c))
+    if blocked:
+        lines.append("* Not assessable at this scale, by what is missing:")
+        for kind, details in blocked.items():
+            who = ", ".join(dict.fromkeys(n for ns in details.values() for n in ns))
+            detail = next(iter(details)) if len(details) == 1 else ""
+            lines.append(f"  * {kind}" + (f" ({detail})" if detail else
+                                         " (which networks: the claims table)" if len(details) > 1 else "")
+                         + f": {who}.")
+    reported = [name(c) for c in claims if c["verdict"] == "reported"]
+    if reported:
+        lines.append(f"* Reported without a test (the paper states no number to test against): {', '.join(reported)}.")
+    if not claims:
+        lines.append("* No claim is stored with this result.")
     return "\n".join(lines)
 
 
@@ -682,7 +726,7 @@ def paper_summary(profile: str | None = None, store: ResultsStore | None = None)
         for p in profiles:
             r = c.get(p)
             if r is None:
-                cells.append("")
+                cells.append('<span class="gud-missing">not computed</span>')
                 continue
             v = escape(r["verdict"])
             anchor = "gates" if r["verdict"] == "not assessable" else "verdicts"

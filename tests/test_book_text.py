@@ -106,9 +106,17 @@ def test_findings_markdown_from_a_result():
              "evidence": "d = +0.001 ± 0.002", "verdict": "holds", "reason": "", "driver": ""},
             {"dataset": "digits", "claim": "Y", "paper": "yes", "test": "trend", "margin": "",
              "evidence": "flat", "verdict": "not assessable", "reason": "network at the cap", "driver": ""}]}
+    R.metrics["claims"] += [
+        {"dataset": "digits", "claim": "Z", "paper": "yes", "test": "trend", "margin": "", "evidence": "x",
+         "verdict": "not assessable", "reason": "network at the cap; samples flagged: copies", "driver": ""},
+        {"dataset": "digits", "claim": "W", "paper": "yes", "test": "superiority + equivalence", "margin": "",
+         "evidence": "a [holds]; b [does not hold]", "verdict": "inconclusive", "reason": "", "driver": ""}]
     text = book.findings_markdown(R())
-    assert "**X** (digits): **holds** (equivalence test, margin 0.02 bits/dim): d = +0.001 ± 0.002." in text
-    assert "not assessable, because network at the cap" in text
+    assert "* Holds: **X** (equivalence test, margin 0.02 bits/dim)." in text
+    assert "* Inconclusive: **W** (superiority + equivalence test; its legs: holds, does not hold)." in text
+    # each missing piece of evidence named once, with every claim it blocks
+    assert "  * network at the cap: **Y**, **Z**." in text and "  * samples flagged (copies): **Z**." in text
+    assert "Does not hold" not in text  # no empty groups
 
 
 def test_profiles_are_known():
