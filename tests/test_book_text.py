@@ -123,3 +123,17 @@ def test_profiles_are_known():
     assert set(PROFILES) >= {"ci", "gpu"}
     for exp in CHAPTERS:
         experiment_config(exp, "gpu")
+
+
+def test_sampler_findings_are_generated_from_the_table():
+    rows = [{"prior": "w", "a": 1.0, "method": m, "kl": {"20": k20, "100": k100}, "nfe_to_reference": reach}
+            for m, k20, k100, reach in (("heun", 0.01, 0.004, None), ("dpmpp_3m_sde", 0.3, 0.0001, 50),
+                                        ("em", 0.1, 0.002, None))]
+    rows.append({"prior": "w", "a": 1.0, "method": "em, 1000 steps (reference)", "nfe": 1001,
+                 "kl_reference": 0.0002, "prior_kl": 0.009})
+    text = book.sampler_findings({"sampler_table": rows}, {"w": "whitened prior"})
+    assert "At 20 network evaluations the lowest KL is reached by heun in whitened prior, a = 1 (0.01 nats)." in text
+    assert "At 100 network evaluations the lowest KL is reached by dpmpp_3m_sde" in text
+    assert "heun 0.004 against 0.009" in text  # the best ODE sampler beside the prior mismatch
+    assert "dpmpp_3m_sde in 1 of 1 settings (whitened prior, a = 1 at 50 evaluations)" in text
+    assert "1000-step Euler–Maruyama reference" in text
