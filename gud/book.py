@@ -524,6 +524,8 @@ def benchmark_rows(folder: Path | None = None) -> list[list]:
             out.append([f"{dev}, {threads}, torch {m['torch'].split('+')[0]} ({m['date']})",
                         r["size"], "×".join(map(str, r["shape"])), r["batch"], r["precision"],
                         f"{r['ours_params'] / 1e6:.2f}M / {r['peer_params'] / 1e6:.2f}M",
+                        f"{r['ours_gflop']:.2f} / {r['peer_gflop']:.2f}" if r.get("ours_gflop") and r.get("peer_gflop")
+                        else "—",
                         f"{r['ours_img_s']:.1f}", f"{r['peer_img_s']:.1f}", f"{r['ratio']:.2f}"])
     return out
 
