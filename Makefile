@@ -65,7 +65,9 @@ endif
 test-html: env
 	$(PY) -m pytest -q tests/html
 
-# The execution cache does not know GUD_PROFILE: a build for another profile starts afresh.
+# The execution cache does not know GUD_PROFILE, nor the package the notebooks call: a build for
+# another profile starts afresh, and a change of gud/ (or of the stored results) re-executes every
+# notebook (the cache would otherwise show outputs of the earlier code).
 # The book renders the committed results (no training); a ci result missing from the store (a
 # changed configuration) is computed first. The ci results are also the fallback a gpu book shows
 # for a chapter whose gpu result is not committed yet.
@@ -74,6 +76,11 @@ book: env
 	@if [ -f _build/.gud-profile ] && [ "$$(cat _build/.gud-profile)" != "$(GUD_PROFILE)" ]; then \
 		echo "GUD_PROFILE changed to $(GUD_PROFILE): removing _build"; rm -rf _build; fi
 	@mkdir -p _build && echo "$(GUD_PROFILE)" > _build/.gud-profile
+	@stamp="$$(cat gud/*.py gud/experiments/*.py $$(find results -name metrics.json | sort) | sha256sum | cut -c1-16)"; \
+	if [ -f _build/.gud-inputs ] && [ "$$(cat _build/.gud-inputs)" != "$$stamp" ]; then \
+		echo "gud/ or results/ changed since the last build: every notebook is executed again"; \
+		rm -rf _build/.jupyter_cache _build/jupyter_execute; fi; \
+	echo "$$stamp" > _build/.gud-inputs
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 bench: env
