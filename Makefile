@@ -79,7 +79,7 @@ book: env
 	@stamp="$$(cat gud/*.py gud/experiments/*.py $$(find results -name metrics.json | sort) | sha256sum | cut -c1-16)"; \
 	if [ -f _build/.gud-inputs ] && [ "$$(cat _build/.gud-inputs)" != "$$stamp" ]; then \
 		echo "gud/ or results/ changed since the last build: every notebook is executed again"; \
-		rm -rf _build/.jupyter_cache _build/jupyter_execute; fi; \
+		rm -rf _build/.jupyter_cache _build/jupyter_execute _build/.doctrees; fi; \
 	echo "$$stamp" > _build/.gud-inputs
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
