@@ -295,7 +295,8 @@ def main(quick: bool = False, profile: str = "gpu", seconds: float | None = None
     then ours beside the peer at equal parameters (:func:`compare_peer`; quick: the size of the
     gpu profile's U-Net; else also the MNIST and DDPM-CIFAR sizes, and those two in the peer's channel
     layout; the small size on the CPU; or the ``peer_sizes`` named), and the ELBO throughput.
-    ``peer_only``: the comparison with the peer alone (no probe of the profile's networks, no ELBO). With ``json_path`` everything is also written there as JSON.
+    ``peer_only``: the comparison with the peer alone (no probe of the profile's networks, no ELBO).
+    With ``json_path`` everything is also written there as JSON.
     On the CPU torch runs ``threads`` intra-op threads (default: env ``GUD_THREADS``, else 1:
     on a shared machine more threads spin-wait and slow small networks down many times).
     Returns the exit status."""

@@ -640,8 +640,10 @@ def findings_markdown(result: Result, names: dict | None = None) -> str:
     def name(c: dict) -> str:
         return f"**{c['claim']}**" + (f" ({names.get(c['dataset'], c['dataset'])})" if many else "")
 
-    def legs(c: dict) -> str:  # "[holds]" / "[does not hold]" / ... after each leg's evidence
-        found = re.findall(r"\[(holds|does not hold|inconclusive)\]", c.get("evidence", ""))
+    from .protocol import FAILS, HOLDS, INCONCLUSIVE
+
+    def legs(c: dict) -> str:  # each leg's verdict, in brackets after its evidence (protocol.combine)
+        found = re.findall(rf"\[({HOLDS}|{FAILS}|{INCONCLUSIVE})\]", c.get("evidence", ""))
         return f"; its legs: {', '.join(found)}" if found else ""
 
     lines = [f"Profile `{result.profile}`" + (f" ({data})" if data else "") + ":", ""]
@@ -674,15 +676,15 @@ def findings_markdown(result: Result, names: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-#: The probability-flow (ODE) samplers of :mod:`gud.samplers`: their error cannot fall below the
-#: prior mismatch KL(q(y_1) || N(0, I)), which an invertible map preserves.
+#: The probability-flow (ODE) samplers of :mod:`gud.samplers`: the exact flow, an invertible map, keeps
+#: the prior mismatch KL(q(y_1) || N(0, I)); a discretised one can land above or below it.
 ODE_SAMPLERS = ("heun", "ddim", "dpmpp_2m", "dpmpp_3m")
 
 
 def sampler_findings(metrics: Mapping, priors: Mapping[str, str] | None = None) -> str:
     """What the toy chapter's sampler comparison shows, generated from its stored ``sampler_table``:
     per budget of the table, the sampler with the lowest exact KL in each setting; the best
-    probability-flow sampler at the largest budget against the prior mismatch it cannot remove;
+    probability-flow sampler at the largest budget beside the prior mismatch;
     and which samplers come within the many-step Euler–Maruyama reference's KL, at how many
     evaluations.  Markdown bullets."""
     priors = priors or {}
