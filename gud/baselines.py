@@ -5,6 +5,9 @@ r"""The trivial baselines every result is shown beside.
   maximum-likelihood Gaussian; in other bases it keeps only the variances of that basis).  It
   is exactly what an untrained preconditioned network computes (:class:`gud.nets.EpsNet`), so
   a trained network that does not beat it has learnt nothing;
+* :func:`full_gaussian_denoiser` -- the full-covariance Gaussian's exact denoiser, driven
+  through the same process as a network: the best affine denoiser, and the gate every network
+  must pass in bits/dim (:func:`gud.protocol.network_gate`);
 * :func:`gaussian_bpd_bound` -- a schedule-free bound for the full-covariance Gaussian:
   uniformly dequantised data under :math:`\mathcal N(\mu, K + b^2/12\, I)`;
 * :func:`uniform_bpd` -- every quantisation level equally likely;
@@ -21,7 +24,7 @@ from torch import Tensor
 from .oracle import GaussianOracle
 from .pipeline import Setup, bin_width
 
-__all__ = ["gaussian_denoiser", "gaussian_bpd_bound", "gaussian_bpd_per_image", "uniform_bpd", "gaussian_samples",
+__all__ = ["gaussian_denoiser", "full_gaussian_denoiser", "gaussian_bpd_bound", "gaussian_bpd_per_image", "uniform_bpd", "gaussian_samples",
            "full_gaussian_samples", "record_full_gaussian"]
 
 
@@ -30,6 +33,28 @@ def gaussian_denoiser(setup: Setup) -> GaussianOracle:
     (whitened space: mean 0, variances :math:`v_i = \\Sigma_i/s_i^2`)."""
     v = setup.prior.log_var.exp().to(torch.float64)
     return GaussianOracle(torch.zeros_like(v), torch.diag(v))
+
+
+def full_gaussian_denoiser(setup: Setup) -> GaussianOracle:
+    r"""The exact denoiser of the full-covariance Gaussian of the training split, in the prior's
+    whitened components: mean and covariance of ``prior.encode(train)``, each variance raised to
+    at least the Gaussian model's (the prior's floor of a quarter-bin's variance, which keeps
+    constant pixels from having zero variance).  Driven through the same process as a network
+    (same prior, schedule and end points), it is the best *affine* denoiser of the training data:
+    a network that does not beat it in bits/dim has learnt nothing beyond the data's second
+    moments.  In the PCA basis the training split's components are uncorrelated, and this is the
+    Gaussian model itself (:func:`gaussian_denoiser`, returned when the off-diagonal covariance
+    is at round-off level)."""
+    y = setup.prior.encode(setup.train.x.double()).double()
+    if y.shape[0] < 2:
+        raise ValueError("the full-covariance Gaussian needs at least two training images")
+    k = torch.cov(y.T).reshape(y.shape[1], y.shape[1])
+    v = setup.prior.log_var.exp().to(torch.float64)
+    off = k - torch.diag(k.diagonal())
+    if float(off.abs().max()) <= 1e-9 * float(k.diagonal().abs().max()):  # uncorrelated (PCA)
+        return gaussian_denoiser(setup)
+    k = k + torch.diag((v - k.diagonal()).clamp_min(0.0))
+    return GaussianOracle(y.mean(0), k)
 
 
 def gaussian_bpd_bound(setup: Setup) -> float:

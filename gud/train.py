@@ -302,11 +302,11 @@ class TrainStep:
         model.train()
 
     def describe(self) -> str:
-        """The fast-path switches in effect, e.g. ``"cuda: bf16, compile, channels_last, fused AdamW"``."""
+        """The switches in effect, e.g. ``"cuda: bf16, compile, channels_last, fused AdamW"`` or
+        ``"cpu: fp32, fused AdamW"`` (the fused optimiser runs on both)."""
         on = [name for name, flag in (("bf16", self.amp), ("compile", self.compiled),
-                                      ("channels_last", self.channels_last),
-                                      ("fused AdamW", self.fused and self.device.type == "cuda")) if flag]
-        return f"{self.device.type}: {', '.join(on) if on else 'eager fp32'}"
+                                      ("channels_last", self.channels_last)) if flag]
+        return f"{self.device.type}: {', '.join(on) if on else 'eager fp32'}" + (", fused AdamW" if self.fused else "")
 
     def step(self, batch: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
         """One update from `batch [B, D]`; `step` = number of updates done before (for warmup, EMA)."""

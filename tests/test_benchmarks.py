@@ -37,7 +37,7 @@ def test_probe_measures_training_and_sampling(capsys):
     assert [r["name"] for r in rows] == ["unet-fourier", "affine"]
     for r in rows:
         assert r["train_steps"] >= 3 and r["nfe_calls"] >= 3
-        assert r["train_img_s"] > 0 and r["nfe_img_s"] > 0 and r["fast_path"] == "cpu: eager fp32"
+        assert r["train_img_s"] > 0 and r["nfe_img_s"] > 0 and r["fast_path"] == "cpu: eager fp32, fused AdamW"
     assert rows[1]["params"] == 64 and rows[0]["sample_batch"] == 4
     assert "train img/s" in capsys.readouterr().out
 

@@ -150,6 +150,7 @@ def _arrays_e1(cfg, d=3072):
     if "pixel_sd" in cfg["baselines"]:
         a["fid/pixel_sd"] = _u8(cfg["fid_samples"], d)
     n_eval = (len(priors) * len(cfg["reference_conventions"]) * len(cfg["a_eval"])
+              + len(priors) * len(cfg["a_eval"])  # the full-covariance Gaussian in the main convention
               + len(priors) * len(cfg["conventions"]) * len(cfg["a_eval"]) + len(cfg["baselines"]) + 1)
     _per_image(a, n_eval, cfg)
     return a, [f"family-{p}" for p in priors] + (["pixel_sd"] if "pixel_sd" in cfg["baselines"] else [])
@@ -163,7 +164,7 @@ def _arrays_e2(cfg, d=3072):
     for x, r in cfg["fid_points"]:
         a[f"fid/a{x:g}-r{r:g}"] = _u8(cfg["fid_samples"], d)
     a["real"], a["gaussian_samples"] = _f32(s, d), _f32(s, d)
-    _per_image(a, 2 * len(cfg["a_eval"]) * len(cfg["r_eval"]) + 1, cfg)
+    _per_image(a, 3 * len(cfg["a_eval"]) * len(cfg["r_eval"]) + 1, cfg)  # network, Gaussian, full Gaussian
     return a, ["family"]
 
 
@@ -196,7 +197,7 @@ def _arrays_e5(cfg, d=3072):
     for model in ("family", "gaussian"):
         for m in ("bpd", "prior_bpd", "diffusion_bpd", "reconstruction_bpd", "bpd_se"):
             a[f"grid/{model}/{m}"] = _f64(len(cfg["a_eval"]), len(cfg["b_eval"]))
-    _per_image(a, 2 * grid + 2, cfg)
+    _per_image(a, 3 * grid + 3, cfg)  # family, Gaussian and full Gaussian per point; their standard trio
     return a, ["family", "standard"]
 
 

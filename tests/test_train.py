@@ -117,7 +117,7 @@ def test_fast_path_is_off_and_harmless_on_cpu():
     data = _data()
     base = TrainConfig(steps=6, batch_size=8, log_every=2, checkpoint_every=100)
     fast = TrainConfig(**{**base.__dict__, "amp_bf16": True, "compile": True, "channels_last": True})
-    assert TrainStep(_net(), denoise_loss, fast).describe() == "cpu: eager fp32"
+    assert TrainStep(_net(), denoise_loss, fast).describe() == "cpu: eager fp32, fused AdamW"
     a = train(_net(), denoise_loss, data, base, progress=False)
     b = train(_net(), denoise_loss, data, fast, progress=False)
     for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()):

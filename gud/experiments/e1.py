@@ -210,9 +210,10 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
         arrays[f"{ds}/real"] = s0.test.x[:cfg["show_samples"]].numpy()
         arrays[f"{ds}/gaussian_samples"] = baselines.gaussian_samples(s0, cfg["show_samples"], seed=0).numpy()
 
-        # the Gaussian model in every convention (exact denoiser; no training)
+        # the Gaussian model in every convention (exact denoiser; no training), and the full-covariance
+        # Gaussian in the main one (the gate's baseline; in the PCA basis the same model)
         for p, s in setups.items():
-            oracle = baselines.gaussian_denoiser(s)
+            oracle, full = baselines.gaussian_denoiser(s), baselines.full_gaussian_denoiser(s)
             for conv in cfg["reference_conventions"]:
                 sched = family(variance_labels(s.prior), s.prior, conv, **G)
                 for a in cfg["a_eval"]:
@@ -220,6 +221,10 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                     ev = ctx.cached(f"{ds}-gaussian-{p}-{conv}-a{a:g}", lambda: evaluate_at(
                         oracle, s, sched, [a], n_samples=cfg["n_samples"] if conv == main else 0, **sk, **eval_kw))
                     record(rows, arrays, _ident(ds, "gaussian", p, conv, a, None), ev)
+                    if conv == main:
+                        ev = ctx.cached(f"{ds}-gaussian_full-{p}-a{a:g}", lambda: evaluate_at(
+                            full, s, sched, [a], validation=False, **eval_kw))
+                        record(rows, arrays, _ident(ds, "gaussian_full", p, conv, a, None), ev)
 
         # the family networks
         for p, s in setups.items():

@@ -174,11 +174,14 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
         labels = mixed_label_rows(l_var, l_freq)
         sched = family(labels, s.prior, cfg["convention"], a=[1.0, 0.0], param_map=mix_param_map,
                        param_range=[cfg["a_train"], cfg["r_train"]], **G)
-        oracle = baselines.gaussian_denoiser(s)
+        oracle, full = baselines.gaussian_denoiser(s), baselines.full_gaussian_denoiser(s)
         for a, r in grid:
             ev = ctx.cached(f"{ds}-gaussian-a{a:g}-r{r:g}", lambda: evaluate_at(
                 oracle, s, sched, [a, r], **score_kw, **eval_kw))
             record(rows, arrays, _ident(ds, "gaussian", a, r, None), ev)
+            ev = ctx.cached(f"{ds}-gaussian_full-a{a:g}-r{r:g}", lambda: evaluate_at(
+                full, s, sched, [a, r], validation=False, **eval_kw))
+            record(rows, arrays, _ident(ds, "gaussian_full", a, r, None), ev)
         for seed in cfg["seeds"]:
             name = f"{ds}-family-seed{seed}"
             tn = ctx.train(name, s, sched, net=cfg["net"], net_kwargs=cfg["net_kwargs"], seed=seed,

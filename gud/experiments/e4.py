@@ -259,8 +259,10 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
 
         # bits/dim and its terms at every column softness: network, Gaussian model, exact model
         models = {"network": net, "gaussian": baselines.gaussian_denoiser(setup)}
-        if exact is not None:
+        if exact is not None:  # the exact model is the data's full-covariance Gaussian
             models["exact"] = exact
+        else:
+            models["gaussian_full"] = baselines.full_gaussian_denoiser(setup)
         for label, model in models.items():
             for b in cfg["b_col_eval"]:
                 ev = ctx.cached(f"{ds}-bpd-{label}-bcol{b:g}", lambda: evaluate_at(
