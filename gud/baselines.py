@@ -24,7 +24,8 @@ from torch import Tensor
 from .oracle import GaussianOracle
 from .pipeline import Setup, bin_width
 
-__all__ = ["gaussian_denoiser", "full_gaussian_denoiser", "gaussian_bpd_bound", "gaussian_bpd_per_image", "uniform_bpd", "gaussian_samples",
+__all__ = ["gaussian_denoiser", "full_gaussian_denoiser", "full_gaussian_images", "FULL_GAUSSIAN_FLOP",
+           "gaussian_bpd_bound", "gaussian_bpd_per_image", "uniform_bpd", "gaussian_samples",
            "full_gaussian_samples", "record_full_gaussian"]
 
 
@@ -55,6 +56,22 @@ def full_gaussian_denoiser(setup: Setup) -> GaussianOracle:
         return gaussian_denoiser(setup)
     k = k + torch.diag((v - k.diagonal()).clamp_min(0.0))
     return GaussianOracle(y.mean(0), k)
+
+
+#: Floating-point operations one evaluation of the full-covariance Gaussian may spend on its
+#: per-image factorisations (``D^3/3`` each): about half a second of one GPU, minutes of a CPU core.
+FULL_GAUSSIAN_FLOP = 5e12
+
+
+def full_gaussian_images(setup: Setup, model: GaussianOracle, n_time_samples: int = 1) -> int | None:
+    """How many test images (the first ones) the full-covariance Gaussian ``model`` is evaluated
+    on: all of them (``None``) when its covariance is diagonal (PCA) or its factorisations (one
+    ``D x D`` Cholesky per image and Monte-Carlo replicate) stay within :data:`FULL_GAUSSIAN_FLOP`,
+    else as many as fit, at least 256 (8x8 digits: all; 32x32 grey: all of 2000; 32x32x3 colour
+    with one replicate: 517)."""
+    d = setup.prior.dim
+    fit = int(FULL_GAUSSIAN_FLOP // (d ** 3 / 3 * max(1, int(n_time_samples))))
+    return None if model.diagonal or fit >= len(setup.test) else max(256, fit)
 
 
 def gaussian_bpd_bound(setup: Setup) -> float:

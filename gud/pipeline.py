@@ -235,7 +235,7 @@ def eval_settings(cfg: dict, device: str) -> dict[str, Any]:
 
 def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: int = 0,
                  n_time_samples: int = 4, batch: int = 512, device: str = "cpu",
-                 split: str = "test") -> dict[str, Any]:
+                 split: str = "test", n_images: int | None = None) -> dict[str, Any]:
     """Held-out bits/dim (discretised decoder at the data's bin width) and its three terms.
 
     ``bpd_stderr`` is the Monte-Carlo error from ``n_time_samples`` independent replicates
@@ -245,12 +245,21 @@ def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: 
     ``per_image [4, N]`` (float32): per-image bits/dim of the total bound and of the three terms
     (:data:`gud.stats.TERMS`), the input of every error bar and paired comparison.
     ``split``: "test" (reported numbers) or "val" (the validation split, for choosing settings).
+    ``n_images``: evaluate the first ``n_images`` of the split only (every evaluation runs through
+    a split in the same order, so these pair with the same images of any other evaluation); the
+    result then says so (``n_images``).
     """
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     data, y_all = (setup.test, setup.y_test) if split == "test" else (setup.val, setup.y_val)
     if data is None or y_all is None or len(data) < 2:
         raise ValueError(f"the {split} split needs at least two images")
+    if n_images is not None:
+        if int(n_images) < 2:
+            raise ValueError(f"n_images must be at least 2; got {n_images}")
+        if int(n_images) < len(data):
+            data = ImageData(data.x[:int(n_images)], data.labels[:int(n_images)], data.shape, data.name, data.source)
+            y_all = y_all[:int(n_images)]
     g = torch.Generator().manual_seed(seed)
     prior = setup.prior.to(device)  # a copy on the device (Prior.to never moves setup.prior)
     if isinstance(model, torch.nn.Module):
@@ -266,6 +275,8 @@ def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: 
     bits = torch.cat(reps) / (d * math.log(2))  # [N, K]
     t = torch.cat(terms, 1) / (d * math.log(2))  # [3, N]
     out = summarize_bits(bits)
+    if n_images is not None and len(data) < len(setup.test if split == "test" else setup.val):
+        out["n_images"] = len(data)
     out.update(prior_bpd=float(t[0].mean()), diffusion_bpd=float(t[1].mean()),
                reconstruction_bpd=float(t[2].mean()),
                per_image=torch.cat([bits.mean(1, keepdim=True).T, t]).float().numpy())
@@ -287,7 +298,7 @@ def generate(model, setup: Setup, schedule: Schedule, n: int, *, params=None, st
 def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=None, n_samples: int = 0,
                 method: str = "em", steps: int = 100, seed: int = 0, n_time_samples: int = 4, keep: int = 0,
                 keep_u8: int = 0, device: str = "cpu", val_scorer=None, validation: bool = True,
-                checks=None) -> dict[str, Any]:
+                checks=None, n_images: int | None = None) -> dict[str, Any]:
     """Held-out bits/dim with its terms (:func:`evaluate_bpd`) at schedule parameters ``params``
     on the test split, and with ``validation`` on the validation split too (``bpd_val`` and its
     standard error over validation images ``bpd_val_se``: for choosing settings, never reported),
@@ -297,12 +308,13 @@ def evaluate_at(model, setup: Setup, schedule: Schedule, params=None, *, scorer=
     8 bits as ``samples_u8 [keep_u8, D]`` (uint8, for a FID computed later, :mod:`gud.fid`).
     ``val_scorer`` scores the same samples against the validation split (``score_val``, for
     choosing settings); ``checks`` (:class:`gud.metrics.SampleChecks`) adds the memorisation
-    rate and the class coverage of the samples."""
+    rate and the class coverage of the samples.  ``n_images``: the test split's first images only
+    (:func:`evaluate_bpd`)."""
     pp = None if params is None else torch.as_tensor(params, dtype=torch.float64).reshape(-1)
     t0 = time.perf_counter()
     with torch.no_grad():
         out: dict[str, Any] = evaluate_bpd(model, setup, schedule, params=pp, seed=seed,
-                                           n_time_samples=n_time_samples, device=device)
+                                           n_time_samples=n_time_samples, device=device, n_images=n_images)
         if validation and setup.val is not None and len(setup.val) >= 2:
             val = evaluate_bpd(model, setup, schedule, params=pp, seed=seed, n_time_samples=n_time_samples,
                                device=device, split="val")
@@ -405,7 +417,7 @@ def sample_checks(scorer, setup: Setup):
 
 #: Scalars of an evaluation kept in a result's rows (per-image arrays go to ``per_image/<id>``).
 ROW_KEYS = ("bpd", "bpd_val", "bpd_val_se", "prior_bpd", "diffusion_bpd", "reconstruction_bpd", "score", "score_se",
-            "score_val", "score_val_se", "memorised", "memorised_se", "coverage", "coverage_se", "flags")
+            "score_val", "score_val_se", "memorised", "memorised_se", "coverage", "coverage_se", "flags", "n_images")
 
 
 def record(rows: list, arrays: dict, row: dict, ev: Mapping[str, Any] | None = None) -> dict:
@@ -420,7 +432,7 @@ def record(rows: list, arrays: dict, row: dict, ev: Mapping[str, Any] | None = N
     if ev is not None:
         for k in ROW_KEYS:
             if k in ev:
-                out[k] = ev[k] if k == "flags" else float(ev[k])
+                out[k] = ev[k] if k == "flags" else int(ev[k]) if k == "n_images" else float(ev[k])
         if "per_image" in ev:
             arrays[f"per_image/{rid}"] = np.asarray(ev["per_image"], dtype=np.float32)
     rows.append(out)

@@ -123,9 +123,19 @@ class Evidence:
         return (math.nan, math.nan) if x.size == 0 else image_estimate(x)
 
     def bpd_diff(self, a: Mapping, b: Mapping, term: str = "total") -> tuple[float, float]:
-        """Paired difference of bits/dim (test split) between two selections (:func:`paired_difference`)."""
+        """Paired difference of bits/dim (test split) between two selections (:func:`paired_difference`).
+        A selection whose rows declare that they cover the first ``n_images`` test images only
+        (:func:`gud.pipeline.evaluate_bpd`) is paired with those images of the other."""
         x, y = self.per_image(term, **a), self.per_image(term, **b)
-        return (math.nan, math.nan) if x.size == 0 or y.size == 0 else paired_difference(x, y)
+        if x.size == 0 or y.size == 0:
+            return math.nan, math.nan
+        n = min(x.shape[1], y.shape[1])
+        for sel, z in ((a, x), (b, y)):
+            if z.shape[1] == n < max(x.shape[1], y.shape[1]) and not all(
+                    r.get("n_images") == n for r in self.select(**sel)):
+                raise ValueError(f"paired values need the same images: {x.shape[1]} vs {y.shape[1]}, and the "
+                                 f"shorter does not declare n_images = {n}")
+        return paired_difference(x[:, :n], y[:, :n])
 
     def score(self, key: str = "score", **where) -> tuple[float, float]:
         """Mean sample score over seeds and its SE (:func:`score_estimate`); NaN where not scored."""

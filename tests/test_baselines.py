@@ -106,3 +106,42 @@ def test_chunked_factorisations_match(monkeypatch):
     assert torch.allclose(chunked, whole, rtol=1e-12, atol=1e-12)
     one = torch.stack([oracle(y[i:i + 1], gamma[i:i + 1])[0] for i in range(37)])
     assert torch.allclose(one, whole, rtol=1e-10, atol=1e-12)
+
+
+def test_expensive_full_gaussians_take_the_first_test_images_and_say_so(pixel):
+    """The factorisations are capped by FULL_GAUSSIAN_FLOP: 8x8 digits keep every image, 32x32x3
+    colour with one replicate the first 517; a diagonal (PCA) model is never capped.  A capped
+    evaluation records ``n_images`` and pairs with the same first images of a full one."""
+    from types import SimpleNamespace
+
+    from gud.pipeline import record
+    from gud.stats import Evidence
+
+    def fake(d, n_test):
+        return SimpleNamespace(prior=SimpleNamespace(dim=d), test=range(n_test))
+
+    dense = GaussianOracle(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.5, 1.0]]))
+    diag = GaussianOracle(torch.zeros(2), torch.eye(2))
+    assert baselines.full_gaussian_images(fake(64, 10000), dense) is None
+    assert baselines.full_gaussian_images(fake(3072, 2000), dense) == int(baselines.FULL_GAUSSIAN_FLOP // (3072 ** 3 / 3)) == 517
+    assert baselines.full_gaussian_images(fake(3072, 2000), dense, n_time_samples=4) == 256  # the floor
+    assert baselines.full_gaussian_images(fake(3072, 2000), diag) is None
+
+    sched = _schedule(pixel)
+    full = baselines.full_gaussian_denoiser(pixel)
+    part = pl.evaluate_at(full, pixel, sched, n_time_samples=2, validation=False, n_images=100)
+    every = pl.evaluate_at(baselines.gaussian_denoiser(pixel), pixel, sched, n_time_samples=2, validation=False)
+    assert part["per_image"].shape == (4, 100) and part["n_images"] == 100 and "n_images" not in every
+    rows, arrays = [], {}
+    record(rows, arrays, {"dataset": "d", "model": "gaussian_full"}, part)
+    record(rows, arrays, {"dataset": "d", "model": "gaussian"}, every)
+    assert rows[0]["n_images"] == 100
+    E = Evidence(rows, arrays)
+    d, e = E.bpd_diff(dict(model="gaussian"), dict(model="gaussian_full"))
+    want = every["per_image"][0][:100].astype("float64") - part["per_image"][0].astype("float64")
+    assert d == pytest.approx(want.mean(), rel=1e-9) and e == pytest.approx(want.std(ddof=1) / 10, rel=1e-9)
+    del rows[0]["n_images"]  # an undeclared short row is an error, not a silent subset
+    with pytest.raises(ValueError, match="same images"):
+        E.bpd_diff(dict(model="gaussian"), dict(model="gaussian_full"))
+    with pytest.raises(ValueError, match="n_images"):
+        pl.evaluate_at(full, pixel, sched, validation=False, n_images=1)

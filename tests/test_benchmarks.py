@@ -115,6 +115,25 @@ def test_bench_ci_step_times_ours_beside_the_plain_step(capsys):
     assert diff <= 1e-6, out
 
 
+def test_bench_full_gaussian_times_both_denoisers_in_the_same_run(capsys):
+    """One row per dimension, the full covariance's time per image beside the Gaussian model's, and
+    the full one's answer is the exact posterior mean of its case (checked on the bench's own case)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_full_gaussian
+
+    bench_full_gaussian.main(["--dims", "8", "24", "--batch", "6", "--repeats", "1"])
+    rows = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.split() and ln.split()[0].isdigit()]
+    assert [r[0] for r in rows] == ["8", "24"]
+    for r in rows:
+        assert float(r[2]) > 0 and float(r[4]) > 0  # µs per image (Gaussian model), ms per image (full)
+    full, _, y, gamma = bench_full_gaussian._case(8, 6)
+    a2, out = torch.sigmoid(-gamma), full(y, gamma)  # alpha^2 of the VP process at log-SNR -gamma; batched call
+    for i in range(6):
+        c = a2[i].sqrt()[:, None] * full.cov * a2[i].sqrt()[None, :] + torch.diag(1 - a2[i])
+        want = (1 - a2[i]).sqrt() * torch.linalg.solve(c, y[i])
+        assert torch.allclose(out[i], want, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.skipif(not HAVE_PEER, reason="needs the `bench` extra (denoising-diffusion-pytorch)")
 def test_peer_sizes_have_equal_parameters_and_the_layout_sizes_no_more_flops():
     """Every pair of the peer comparison has parameter counts within PARAM_TOLERANCE (counted, not

@@ -180,7 +180,8 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                 oracle, s, sched, [a, r], **score_kw, **eval_kw))
             record(rows, arrays, _ident(ds, "gaussian", a, r, None), ev)
             ev = ctx.cached(f"{ds}-gaussian_full-a{a:g}-r{r:g}", lambda: evaluate_at(
-                full, s, sched, [a, r], validation=False, **eval_kw))
+                full, s, sched, [a, r], validation=False,
+                n_images=baselines.full_gaussian_images(s, full, cfg["n_time_samples"]), **eval_kw))
             record(rows, arrays, _ident(ds, "gaussian_full", a, r, None), ev)
         for seed in cfg["seeds"]:
             name = f"{ds}-family-seed{seed}"

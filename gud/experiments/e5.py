@@ -139,8 +139,9 @@ CONFIGS = {
         "score_seed": 0,
         "weights_dtype": "bfloat16",
         "cost_note": "estimated 4.6 min on one H200: 2 networks x 1500 steps of 128 at 3,050 images/s (126 s); "
-                     "sampling 5 x 1000 x 50 NFE, bits/dim 21 x 3000 images, data and the classifier ~152 s "
-                     ""
+                     "sampling 5 x 1000 x 50 NFE, bits/dim 21 x 3000 images, data and the classifier ~152 s; "
+                     "the full-covariance Gaussian of the gate, 21 x 517 factorisations of 3072 x 3072 in float64 "
+                     "(1.0e14 flop, ~10 s at 10 TFLOP/s, not yet measured) "
                      "(training at 0.96 of the probe's rate, the rest at 1.65 x its FLOP estimate, "
                      "both as measured for E2's gpu run on one H200, 2026-12-04; fp32, faster than bf16 there "
                      "for every network of this profile)",
@@ -246,13 +247,16 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                 **eval_kw))
             record(rows, arrays, _ident(ds, "gaussian", a, b, None), ev)
             ev = ctx.cached(f"{ds}-gaussian_full-{tag(a, b)}", lambda: evaluate_at(
-                full, s, fam, [a, b], validation=False, **eval_kw))
+                full, s, fam, [a, b], validation=False,
+                n_images=baselines.full_gaussian_images(s, full, cfg["n_time_samples"]), **eval_kw))
             record(rows, arrays, _ident(ds, "gaussian_full", a, b, None), ev)
         ev = ctx.cached(f"{ds}-gaussian-standard", lambda: evaluate_at(
             baselines.gaussian_denoiser(pix), pix, std, None, n_samples=cfg["n_samples"], **score_kw, **eval_kw))
         record(rows, arrays, _ident(ds, "gaussian_standard", 1.0, None, None), ev)
+        full_pix = baselines.full_gaussian_denoiser(pix)
         ev = ctx.cached(f"{ds}-gaussian_full-standard", lambda: evaluate_at(
-            baselines.full_gaussian_denoiser(pix), pix, std, None, validation=False, **eval_kw))
+            full_pix, pix, std, None, validation=False,
+            n_images=baselines.full_gaussian_images(pix, full_pix, cfg["n_time_samples"]), **eval_kw))
         record(rows, arrays, _ident(ds, "gaussian_standard_full", 1.0, None, None), ev)
 
         # the family network and standard diffusion, one of each per seed
