@@ -59,19 +59,21 @@ def full_gaussian_denoiser(setup: Setup) -> GaussianOracle:
 
 
 #: Floating-point operations one evaluation of the full-covariance Gaussian may spend on its
-#: per-image factorisations (``D^3/3`` each): about half a second of one GPU, minutes of a CPU core.
+#: per-image factorisations (``D^3/3`` each): about half a second of one GPU, an hour of a CPU core.
+#: A configuration may set its own (``full_gaussian_flop``; micro runs do, to stay seconds long).
 FULL_GAUSSIAN_FLOP = 5e12
 
 
-def full_gaussian_images(setup: Setup, model: GaussianOracle, n_time_samples: int = 1) -> int | None:
+def full_gaussian_images(setup: Setup, model: GaussianOracle, n_time_samples: int = 1,
+                         flop: float | None = None) -> int | None:
     """How many test images (the first ones) the full-covariance Gaussian ``model`` is evaluated
     on: all of them (``None``) when its covariance is diagonal (PCA) or its factorisations (one
-    ``D x D`` Cholesky per image and Monte-Carlo replicate) stay within :data:`FULL_GAUSSIAN_FLOP`,
-    else as many as fit, at least 256 (8x8 digits: all; 32x32 grey: all of 2000; 32x32x3 colour
-    with one replicate: 517)."""
+    ``D x D`` Cholesky per image and Monte-Carlo replicate) stay within ``flop`` (default
+    :data:`FULL_GAUSSIAN_FLOP`), else as many as fit, at least 2 (8x8 digits: all; 32x32 grey: all
+    of 2000; 32x32x3 colour with one replicate: 517)."""
     d = setup.prior.dim
-    fit = int(FULL_GAUSSIAN_FLOP // (d ** 3 / 3 * max(1, int(n_time_samples))))
-    return None if model.diagonal or fit >= len(setup.test) else max(256, fit)
+    fit = int((FULL_GAUSSIAN_FLOP if flop is None else flop) // (d ** 3 / 3 * max(1, int(n_time_samples))))
+    return None if model.diagonal or fit >= len(setup.test) else max(2, fit)
 
 
 def gaussian_bpd_bound(setup: Setup) -> float:

@@ -61,6 +61,9 @@ SCORE_MARGIN_FRACTION = 0.1
 #: model); the gate then asks a network to come within this fraction of the Gaussian model's gap to it.
 GAP_FRACTION = 0.1
 
+#: How a gate's comparison says that its baseline is absent from the result (stored by earlier code).
+NOT_COMPUTED = "not computed"
+
 #: The test types and how each is decided (shown on the protocol page).
 TESTS: dict[str, str] = {
     "superiority": f"X better than Y by more than {Z:g} standard errors of the difference",
@@ -189,9 +192,12 @@ def gate(*, converged: Mapping[str, bool | None], beats: Mapping[str, bool | Non
         reasons.append("validation loss still improving at the step cap: " + _few(stuck))
     failed = [n for n, b in beats.items() if b is not True]
     flagged = [n for n in failed if ": samples " in n]
-    weak = [n for n in failed if n not in flagged]
+    missing = [n for n in failed if n.endswith(NOT_COMPUTED + ")")]
+    weak = [n for n in failed if n not in flagged and n not in missing]
     if weak:
         reasons.append("does not beat the closed-form baseline: " + _few(weak))
+    if missing:
+        reasons.append("closed-form baseline not computed for this result: " + _few(missing))
     if flagged:
         reasons.append("samples flagged: " + _few(flagged))
     return "; ".join(reasons)
@@ -220,7 +226,7 @@ def network_gate(E, info: Mapping, net: Mapping, gaussian: Mapping, metric: str,
     out[f"{label} vs the Gaussian model ({names[metric]})"] = d < -Z * e
     if metric == "bpd" and full_gaussian:
         d, e = E.bpd_diff(net, {**gaussian, "model": f"{gaussian['model']}_full"})
-        what = f"bits/dim {d:+.3f} ± {e:.3f}" if _finite(d, e) else "bits/dim; not computed"
+        what = f"bits/dim {d:+.3f} ± {e:.3f}" if _finite(d, e) else f"bits/dim; {NOT_COMPUTED}"
         out[f"{label} vs the full-covariance Gaussian in the same process ({what})"] = d < -Z * e
     if metric == "score":
         if full_gaussian:

@@ -213,6 +213,11 @@ _MICRO_NETS = {"mlp": {"hidden": 32, "depth": 1},
                "unet": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1}}
 
 
+#: A micro run's budget for the gate's full-covariance Gaussian (:func:`gud.baselines.full_gaussian_images`):
+#: 20 images of 32x32x3 per setting (seconds on a CPU core), every image of smaller data.
+MICRO_FULL_GAUSSIAN_FLOP = 2e11
+
+
 def micro_config(experiment: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """A micro version of ``config``: common size keys shrunk, the network made tiny, and the
     experiment's own ``micro(config)`` hook applied where it has one."""
@@ -224,6 +229,7 @@ def micro_config(experiment: str, config: Mapping[str, Any]) -> dict[str, Any]:
             cfg[k] = v
     if cfg.get("net") in _MICRO_NETS:
         cfg["net_kwargs"] = dict(_MICRO_NETS[cfg["net"]])
+    cfg["full_gaussian_flop"] = MICRO_FULL_GAUSSIAN_FLOP
     hook = getattr(_module(experiment), "micro", None)
     return hook(cfg) if hook is not None else cfg
 

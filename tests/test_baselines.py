@@ -109,8 +109,9 @@ def test_chunked_factorisations_match(monkeypatch):
 
 
 def test_expensive_full_gaussians_take_the_first_test_images_and_say_so(pixel):
-    """The factorisations are capped by FULL_GAUSSIAN_FLOP: 8x8 digits keep every image, 32x32x3
-    colour with one replicate the first 517; a diagonal (PCA) model is never capped.  A capped
+    """The factorisations are capped by FULL_GAUSSIAN_FLOP (or a configuration's own budget): 8x8
+    digits keep every image, 32x32x3 colour with one replicate the first 517; a diagonal (PCA)
+    model is never capped.  A capped
     evaluation records ``n_images`` and pairs with the same first images of a full one."""
     from types import SimpleNamespace
 
@@ -123,8 +124,10 @@ def test_expensive_full_gaussians_take_the_first_test_images_and_say_so(pixel):
     dense = GaussianOracle(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.5, 1.0]]))
     diag = GaussianOracle(torch.zeros(2), torch.eye(2))
     assert baselines.full_gaussian_images(fake(64, 10000), dense) is None
-    assert baselines.full_gaussian_images(fake(3072, 2000), dense) == int(baselines.FULL_GAUSSIAN_FLOP // (3072 ** 3 / 3)) == 517
-    assert baselines.full_gaussian_images(fake(3072, 2000), dense, n_time_samples=4) == 256  # the floor
+    fit = int(baselines.FULL_GAUSSIAN_FLOP // (3072 ** 3 / 3))
+    assert baselines.full_gaussian_images(fake(3072, 2000), dense) == fit == 517
+    assert baselines.full_gaussian_images(fake(3072, 2000), dense, n_time_samples=4) == 129
+    assert baselines.full_gaussian_images(fake(3072, 120), dense, flop=2e11) == 20  # a micro run's budget
     assert baselines.full_gaussian_images(fake(3072, 2000), diag) is None
 
     sched = _schedule(pixel)
@@ -145,3 +148,21 @@ def test_expensive_full_gaussians_take_the_first_test_images_and_say_so(pixel):
         E.bpd_diff(dict(model="gaussian"), dict(model="gaussian_full"))
     with pytest.raises(ValueError, match="n_images"):
         pl.evaluate_at(full, pixel, sched, validation=False, n_images=1)
+
+
+def test_micro_runs_cap_the_full_gaussian_at_seconds():
+    """A micro run (the slice's smoke and its CPU rehearsal) of a 32x32x3 experiment evaluates the
+    full-covariance Gaussian on 20 test images per setting; the profiles themselves set no budget."""
+    from types import SimpleNamespace
+
+    from gud.profiles import experiment_config
+    from gud.runner import MICRO_FULL_GAUSSIAN_FLOP, micro_config
+
+    dense = GaussianOracle(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.5, 1.0]]))
+    for exp in ("e1", "e2", "e5"):
+        cfg = experiment_config(exp, "gpu")
+        assert "full_gaussian_flop" not in cfg
+        micro = micro_config(exp, cfg)
+        assert micro["full_gaussian_flop"] == MICRO_FULL_GAUSSIAN_FLOP
+        fake = SimpleNamespace(prior=SimpleNamespace(dim=3072), test=range(micro["test_limit"]))
+        assert baselines.full_gaussian_images(fake, dense, micro["n_time_samples"], micro["full_gaussian_flop"]) == 20

@@ -242,6 +242,9 @@ def test_gate_without_the_full_gaussian_row_fails_and_says_so():
     beats = P.network_gate(E, info, dict(dataset="d", model="family", a=1.0, r=0.0),
                            dict(dataset="d", model="gaussian", a=1.0, r=0.0), "bpd", "net")
     assert beats["net vs the full-covariance Gaussian in the same process (bits/dim; not computed)"] is False
+    assert P.gate(converged={"net": True}, beats=beats) == (
+        "closed-form baseline not computed for this result: net vs the full-covariance Gaussian in the same "
+        "process (bits/dim; not computed)")
     assert P.network_gate(E, info, dict(dataset="d", model="family", a=1.0, r=0.0),  # Gaussian data: left out
                           dict(dataset="d", model="gaussian", a=1.0, r=0.0), "bpd", "net",
                           full_gaussian=False) == {"net vs the Gaussian model (bits/dim)": True}

@@ -224,7 +224,7 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
                     if conv == main:
                         ev = ctx.cached(f"{ds}-gaussian_full-{p}-a{a:g}", lambda: evaluate_at(
                             full, s, sched, [a], validation=False, n_images=baselines.full_gaussian_images(
-                                s, full, cfg["n_time_samples"]), **eval_kw))
+                                s, full, cfg["n_time_samples"], cfg.get("full_gaussian_flop")), **eval_kw))
                         record(rows, arrays, _ident(ds, "gaussian_full", p, conv, a, None), ev)
 
         # the family networks

@@ -181,7 +181,8 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
             record(rows, arrays, _ident(ds, "gaussian", a, r, None), ev)
             ev = ctx.cached(f"{ds}-gaussian_full-a{a:g}-r{r:g}", lambda: evaluate_at(
                 full, s, sched, [a, r], validation=False,
-                n_images=baselines.full_gaussian_images(s, full, cfg["n_time_samples"]), **eval_kw))
+                n_images=baselines.full_gaussian_images(s, full, cfg["n_time_samples"], cfg.get("full_gaussian_flop")),
+                **eval_kw))
             record(rows, arrays, _ident(ds, "gaussian_full", a, r, None), ev)
         for seed in cfg["seeds"]:
             name = f"{ds}-family-seed{seed}"

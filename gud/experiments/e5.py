@@ -248,7 +248,8 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
             record(rows, arrays, _ident(ds, "gaussian", a, b, None), ev)
             ev = ctx.cached(f"{ds}-gaussian_full-{tag(a, b)}", lambda: evaluate_at(
                 full, s, fam, [a, b], validation=False,
-                n_images=baselines.full_gaussian_images(s, full, cfg["n_time_samples"]), **eval_kw))
+                n_images=baselines.full_gaussian_images(s, full, cfg["n_time_samples"], cfg.get("full_gaussian_flop")),
+                **eval_kw))
             record(rows, arrays, _ident(ds, "gaussian_full", a, b, None), ev)
         ev = ctx.cached(f"{ds}-gaussian-standard", lambda: evaluate_at(
             baselines.gaussian_denoiser(pix), pix, std, None, n_samples=cfg["n_samples"], **score_kw, **eval_kw))
@@ -256,7 +257,8 @@ def compute(cfg: dict, ctx) -> tuple[dict, dict]:
         full_pix = baselines.full_gaussian_denoiser(pix)
         ev = ctx.cached(f"{ds}-gaussian_full-standard", lambda: evaluate_at(
             full_pix, pix, std, None, validation=False,
-            n_images=baselines.full_gaussian_images(pix, full_pix, cfg["n_time_samples"]), **eval_kw))
+            n_images=baselines.full_gaussian_images(pix, full_pix, cfg["n_time_samples"], cfg.get("full_gaussian_flop")),
+            **eval_kw))
         record(rows, arrays, _ident(ds, "gaussian_standard_full", 1.0, None, None), ev)
 
         # the family network and standard diffusion, one of each per seed
