@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .oracle import GaussianOracle
-from .pipeline import Setup, bin_width
+from .pipeline import EVAL_BATCH, Setup, bin_width
 
 __all__ = ["gaussian_denoiser", "full_gaussian_denoiser", "full_gaussian_images", "FULL_GAUSSIAN_FLOP",
            "gaussian_bpd_bound", "gaussian_bpd_per_image", "uniform_bpd", "gaussian_samples",
@@ -69,11 +69,15 @@ def full_gaussian_images(setup: Setup, model: GaussianOracle, n_time_samples: in
     """How many test images (the first ones) the full-covariance Gaussian ``model`` is evaluated
     on: all of them (``None``) when its covariance is diagonal (PCA) or its factorisations (one
     ``D x D`` Cholesky per image and Monte-Carlo replicate) stay within ``flop`` (default
-    :data:`FULL_GAUSSIAN_FLOP`), else as many as fit, at least 2 (8x8 digits: all; 32x32 grey: all
-    of 2000; 32x32x3 colour with one replicate: 517)."""
+    :data:`FULL_GAUSSIAN_FLOP`), else as many as fit, at least 2, rounded down to whole batches of
+    the bound (:data:`gud.pipeline.EVAL_BATCH`) where one fits, so that every image keeps the draws
+    of time and noise of the first seed's network (8x8 digits: all; 32x32 grey: all of 2000;
+    32x32x3 colour with one replicate: 512)."""
     d = setup.prior.dim
     fit = int((FULL_GAUSSIAN_FLOP if flop is None else flop) // (d ** 3 / 3 * max(1, int(n_time_samples))))
-    return None if model.diagonal or fit >= len(setup.test) else max(2, fit)
+    if model.diagonal or fit >= len(setup.test):
+        return None
+    return fit - fit % EVAL_BATCH if fit >= EVAL_BATCH else max(2, fit)
 
 
 def gaussian_bpd_bound(setup: Setup) -> float:

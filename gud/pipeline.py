@@ -39,6 +39,9 @@ __all__ = ["Setup", "prepare", "setup_from_data", "bin_width", "build_model", "f
            "Timer"]
 
 VAL_SEED = 12345  # fixed permutation of the training split for the validation hold-out
+#: Images per call of the bound: each batch draws its times (stratified over the batch) and noises
+#: in turn, so two evaluations with the same seed share every draw over their common whole batches.
+EVAL_BATCH = 512
 
 
 @dataclass
@@ -234,7 +237,7 @@ def eval_settings(cfg: dict, device: str) -> dict[str, Any]:
 
 
 def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: int = 0,
-                 n_time_samples: int = 4, batch: int = 512, device: str = "cpu",
+                 n_time_samples: int = 4, batch: int = EVAL_BATCH, device: str = "cpu",
                  split: str = "test", n_images: int | None = None) -> dict[str, Any]:
     """Held-out bits/dim (discretised decoder at the data's bin width) and its three terms.
 
@@ -246,8 +249,9 @@ def evaluate_bpd(model, setup: Setup, schedule: Schedule, *, params=None, seed: 
     (:data:`gud.stats.TERMS`), the input of every error bar and paired comparison.
     ``split``: "test" (reported numbers) or "val" (the validation split, for choosing settings).
     ``n_images``: evaluate the first ``n_images`` of the split only (every evaluation runs through
-    a split in the same order, so these pair with the same images of any other evaluation); the
-    result then says so (``n_images``).
+    a split in the same order, so these pair with the same images of any other evaluation, and a
+    multiple of ``batch`` also shares the draws of time and noise of an evaluation with the same
+    seed); the result then says so (``n_images``).
     """
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")

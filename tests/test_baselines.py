@@ -110,8 +110,8 @@ def test_chunked_factorisations_match(monkeypatch):
 
 def test_expensive_full_gaussians_take_the_first_test_images_and_say_so(pixel):
     """The factorisations are capped by FULL_GAUSSIAN_FLOP (or a configuration's own budget): 8x8
-    digits keep every image, 32x32x3 colour with one replicate the first 517; a diagonal (PCA)
-    model is never capped.  A capped
+    digits keep every image, 32x32x3 colour with one replicate the first 512 (517 fit; whole
+    batches of the bound keep the first seed's draws); a diagonal (PCA) model is never capped.  A capped
     evaluation records ``n_images`` and pairs with the same first images of a full one."""
     from types import SimpleNamespace
 
@@ -125,7 +125,7 @@ def test_expensive_full_gaussians_take_the_first_test_images_and_say_so(pixel):
     diag = GaussianOracle(torch.zeros(2), torch.eye(2))
     assert baselines.full_gaussian_images(fake(64, 10000), dense) is None
     fit = int(baselines.FULL_GAUSSIAN_FLOP // (3072 ** 3 / 3))
-    assert baselines.full_gaussian_images(fake(3072, 2000), dense) == fit == 517
+    assert fit == 517 and baselines.full_gaussian_images(fake(3072, 2000), dense) == 512  # whole batches
     assert baselines.full_gaussian_images(fake(3072, 2000), dense, n_time_samples=4) == 129
     assert baselines.full_gaussian_images(fake(3072, 120), dense, flop=2e11) == 20  # a micro run's budget
     assert baselines.full_gaussian_images(fake(3072, 2000), diag) is None
@@ -166,3 +166,16 @@ def test_micro_runs_cap_the_full_gaussian_at_seconds():
         assert micro["full_gaussian_flop"] == MICRO_FULL_GAUSSIAN_FLOP
         fake = SimpleNamespace(prior=SimpleNamespace(dim=3072), test=range(micro["test_limit"]))
         assert baselines.full_gaussian_images(fake, dense, micro["n_time_samples"], micro["full_gaussian_flop"]) == 20
+
+
+def test_whole_batches_of_a_capped_evaluation_share_the_draws(pixel):
+    """Evaluated on the first whole batches, an evaluation gives every image exactly the values it
+    gets in the evaluation of the whole split with the same seed (same times, noises and decoder
+    draws): the paired difference with the first seed's network keeps its common random numbers."""
+    sched = _schedule(pixel)
+    model = baselines.gaussian_denoiser(pixel)
+    every = pl.evaluate_bpd(model, pixel, sched, n_time_samples=2, batch=64)
+    first = pl.evaluate_bpd(model, pixel, sched, n_time_samples=2, batch=64, n_images=128)
+    assert first["n_images"] == 128 and (first["per_image"] == every["per_image"][:, :128]).all()
+    ragged = pl.evaluate_bpd(model, pixel, sched, n_time_samples=2, batch=64, n_images=100)
+    assert not (ragged["per_image"][:, 64:100] == every["per_image"][:, 64:100]).all()  # a part batch: other draws

@@ -140,7 +140,7 @@ CONFIGS = {
         "weights_dtype": "bfloat16",
         "cost_note": "estimated 4.6 min on one H200: 2 networks x 1500 steps of 128 at 3,050 images/s (126 s); "
                      "sampling 5 x 1000 x 50 NFE, bits/dim 21 x 3000 images, data and the classifier ~152 s; "
-                     "the full-covariance Gaussian of the gate, 21 x 517 factorisations of 3072 x 3072 in float64 "
+                     "the full-covariance Gaussian of the gate, 21 x 512 factorisations of 3072 x 3072 in float64 "
                      "(1.0e14 flop, ~10 s at 10 TFLOP/s, not yet measured) "
                      "(training at 0.96 of the probe's rate, the rest at 1.65 x its FLOP estimate, "
                      "both as measured for E2's gpu run on one H200, 2026-12-04; fp32, faster than bf16 there "
