@@ -120,13 +120,15 @@ exec "$REAL_PY" "$@"
 """
 
 
-def _copy_without_git(dst: Path) -> Path:
+def _copy_without_git(dst: Path, keep: tuple[str, ...] = ()) -> Path:
     """The tracked tree (and the slice scripts) in ``dst``, without .git, and without the stored
-    ``gpu`` results of E1, E2, E4 and E5 (all four pending, whatever is committed)."""
+    ``gpu`` results of E1, E2, E4 and E5 but those in ``keep`` (the others pending, whatever is
+    committed)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     for rel in files.decode().split("\0"):
         parts = rel.split("/")
-        if parts[0] == "results" and parts[1:2] and parts[1] in ("e1", "e2", "e4", "e5") and parts[2:3] == ["gpu"]:
+        if parts[0] == "results" and parts[1:2] and parts[1] in ("e1", "e2", "e4", "e5") and parts[2:3] == ["gpu"] \
+                and parts[1] not in keep:
             continue
         if rel and (REPO / rel).is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -137,10 +139,10 @@ def _copy_without_git(dst: Path) -> Path:
     return dst
 
 
-def _fake_slice(tmp_path: Path, **extra: str) -> tuple[Path, Path, Path, dict]:
+def _fake_slice(tmp_path: Path, keep: tuple[str, ...] = (), **extra: str) -> tuple[Path, Path, Path, dict]:
     """A copy of the tree without .git, the fake interpreter, and the environment of a slice run
     with it: (repo, out, calls, env)."""
-    repo = _copy_without_git(tmp_path / "repo")
+    repo = _copy_without_git(tmp_path / "repo", keep)
     fake = tmp_path / "fakepy"
     fake.write_text(FAKE)
     fake.chmod(0o755)
@@ -190,6 +192,33 @@ def test_second_command_skips_smoke_and_probe(tmp_path):
     assert [c.split()[3] for c in lines if c.startswith("-m gud run")] == ["e5", "e4", "e1", "e2"]
     log = (out / "log.txt").read_text()
     assert "smoke: skipped (NO_SMOKE)" in log and "probe: skipped (NO_PROBE)" in log and "pack:" in log
+
+
+def test_a_named_result_of_earlier_code_is_recomputed(tmp_path):
+    """A stored gpu result computed by earlier code is used by the book, not pending; named in the
+    order, the slice smokes it and recomputes it (``--recompute``) in its place; not named, it is
+    left alone."""
+    from gud.results import ResultsStore
+    from gud.runner import status
+
+    if not any((REPO / "results" / "e2" / "gpu").glob("*/metrics.json")):
+        pytest.skip("no stored e2 gpu result to stand for one of earlier code")
+    repo, out, calls, env = _fake_slice(tmp_path, keep=("e2",), NO_PROBE="1", SMOKE_S="60")
+    drift = status("gpu", ResultsStore(repo / "results"))["e2"]
+    if drift != "code drift":
+        pytest.skip(f"the stored e2 gpu result is {drift!r}, not of earlier code")
+    r = subprocess.run(["bash", ".ci/gpu-slice", "200", "e5", "e2"], cwd=repo, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    real = [c for c in calls.read_text().splitlines() if c.startswith("-m gud run") and "--micro" not in c]
+    assert [c.split()[3] for c in real] == ["e5", "e2", "e1", "e4"]  # named first, then the pending in book order
+    assert ["--recompute" in c.split() for c in real] == [False, True, False, False]
+    assert "recomputed if in this order: e2" in (out / "log.txt").read_text()
+    calls.unlink()
+    r = subprocess.run(["bash", ".ci/gpu-slice", "200", "e5"], cwd=repo, env=dict(env, NO_SMOKE="1"),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert [c.split()[3] for c in calls.read_text().splitlines() if c.startswith("-m gud run")] == ["e5", "e1", "e4"]
 
 
 def test_peer_sizes_replace_the_probe_by_the_peer_comparison_at_those_sizes(tmp_path):
